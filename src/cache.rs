@@ -1,0 +1,297 @@
+//! The answer cache: moka underneath, TTL policy on top.
+//!
+//! Keys are the question as a resolver sees it: name lower-cased, type, class, and the DO and
+//! CD bits (a DNSSEC-aware client must not get an answer fetched without RRSIGs, and CD=1
+//! may return data a validating upstream would otherwise refuse). Entries are stored as the
+//! upstream's wire answer; freshness is decided against a `now` passed in, so tests are exact.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::sync::Cache as Moka;
+
+use crate::dns::{Answer, ClientQuery};
+
+/// What identifies an answer in the cache.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    /// Question name in wire format, ASCII lower-cased.
+    name: Box<[u8]>,
+    /// QTYPE.
+    qtype: u16,
+    /// QCLASS.
+    qclass: u16,
+    /// DNSSEC OK bit of the query (RFC 3225).
+    dnssec_ok: bool,
+    /// Checking Disabled bit of the query (RFC 4035 §3.2.2).
+    checking_disabled: bool,
+}
+
+impl Key {
+    /// The key for a client's query.
+    pub fn of(query: &ClientQuery<'_>) -> Key {
+        Key {
+            name: query.name().to_ascii_lowercase().into(),
+            qtype: query.question.qtype,
+            qclass: query.question.qclass,
+            dnssec_ok: query.dnssec_ok(),
+            checking_disabled: query.header().checking_disabled(),
+        }
+    }
+}
+
+/// TTL bounds applied to everything cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TtlPolicy {
+    /// Answers are kept at least this long (seconds), even if their TTL is lower.
+    pub min_ttl: u32,
+    /// Positive answers are kept at most this long (seconds).
+    pub max_ttl: u32,
+    /// Negative answers (NXDOMAIN, NODATA) are kept at most this long (seconds).
+    pub negative_max_ttl: u32,
+}
+
+impl Default for TtlPolicy {
+    fn default() -> Self {
+        TtlPolicy {
+            min_ttl: 0,
+            max_ttl: 86_400,
+            negative_max_ttl: 3_600,
+        }
+    }
+}
+
+/// A cached answer.
+#[derive(Debug)]
+pub struct Entry {
+    /// The upstream's answer.
+    pub answer: Answer,
+    /// When it was stored.
+    pub stored: Instant,
+    /// How long it is fresh, in seconds, after clamping.
+    pub lifetime: u32,
+}
+
+impl Entry {
+    /// Whole seconds since it was stored.
+    pub fn age(&self, now: Instant) -> u32 {
+        now.saturating_duration_since(self.stored).as_secs() as u32
+    }
+
+    /// Whether it may still be served as fresh at `now`.
+    pub fn is_fresh(&self, now: Instant) -> bool {
+        self.age(now) < self.lifetime
+    }
+}
+
+/// The cache.
+#[derive(Clone)]
+pub struct Cache {
+    /// Entries by key; moka evicts by size (TinyLFU) and by per-entry expiry.
+    entries: Moka<Key, Arc<Entry>>,
+    /// TTL clamps.
+    policy: TtlPolicy,
+}
+
+/// Tells moka when an entry can go: when it stops being fresh.
+struct ExpireWhenStale;
+
+impl Expiry<Key, Arc<Entry>> for ExpireWhenStale {
+    fn expire_after_create(&self, _: &Key, entry: &Arc<Entry>, _: Instant) -> Option<Duration> {
+        Some(Duration::from_secs(u64::from(entry.lifetime)))
+    }
+}
+
+impl Cache {
+    /// A cache holding at most `max_entries` answers.
+    pub fn new(max_entries: u64, policy: TtlPolicy) -> Cache {
+        let entries = Moka::builder()
+            .max_capacity(max_entries)
+            .expire_after(ExpireWhenStale)
+            .build();
+        Cache { entries, policy }
+    }
+
+    /// The fresh entry for `key` at `now`, if any.
+    pub fn get(&self, key: &Key, now: Instant) -> Option<Arc<Entry>> {
+        self.entries.get(key).filter(|e| e.is_fresh(now))
+    }
+
+    /// Stores `answer` if it may be cached (RFC 2308 for negative answers; never SERVFAIL);
+    /// returns the entry, cached or not, for rendering.
+    pub fn insert(&self, key: Key, answer: Answer, now: Instant) -> Arc<Entry> {
+        let lifetime = self.lifetime(&answer);
+        let entry = Arc::new(Entry {
+            answer,
+            stored: now,
+            lifetime: lifetime.unwrap_or(0),
+        });
+        if lifetime.is_some_and(|l| l > 0) {
+            self.entries.insert(key, entry.clone());
+        }
+        entry
+    }
+
+    /// The clamped lifetime of an answer, `None` if it must not be cached.
+    fn lifetime(&self, answer: &Answer) -> Option<u32> {
+        let natural = answer.natural_ttl()?;
+        let max = if answer.is_negative() {
+            self.policy.negative_max_ttl
+        } else {
+            self.policy.max_ttl
+        };
+        Some(natural.max(self.policy.min_ttl).min(max))
+    }
+
+    /// The TTL to serve for a record whose original TTL is `original`, from `entry` at `age`.
+    ///
+    /// Clamped like the entry; negative answers never advertise more than their lifetime
+    /// (so an SOA TTL of 3600 with MINIMUM 60 is served as 60, RFC 2308 §5).
+    pub fn served_ttl(&self, entry: &Entry, original: u32, age: u32) -> u32 {
+        let mut ttl = original.max(self.policy.min_ttl).min(self.policy.max_ttl);
+        if entry.answer.is_negative() {
+            ttl = ttl.min(entry.lifetime);
+        }
+        ttl.saturating_sub(age)
+    }
+
+    /// Renders `entry` for `client` as seen at `now`.
+    pub fn render(
+        &self,
+        entry: &Entry,
+        client: &ClientQuery<'_>,
+        now: Instant,
+        udp_limit: Option<usize>,
+    ) -> Vec<u8> {
+        let age = entry.age(now);
+        entry
+            .answer
+            .render(client, |ttl| self.served_ttl(entry, ttl, age), udp_limit)
+    }
+
+    /// Number of entries (approximate; moka applies writes lazily).
+    pub fn len(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.entry_count()
+    }
+
+    /// True if nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops every entry.
+    pub fn clear(&self) {
+        self.entries.invalidate_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::{check_answer, new_query, read_query};
+
+    fn answer_for(query: &[u8], rcode: u8, ttl: u32, soa: bool) -> Answer {
+        let mut reply = query.to_vec();
+        reply.truncate(reply.len() - 11);
+        reply[2] |= 0x80;
+        reply[3] = 0x80 | rcode;
+        reply[11] = 0;
+        if soa {
+            reply[9] = 1;
+            reply.extend([0xc0, 12, 0, 6, 0, 1]);
+            reply.extend(ttl.to_be_bytes());
+            reply.extend(22u16.to_be_bytes());
+            reply.extend([0, 0]);
+            reply.extend([0; 16]);
+            reply.extend(30u32.to_be_bytes());
+        } else {
+            reply[7] = 1;
+            reply.extend([0xc0, 12, 0, 1, 0, 1]);
+            reply.extend(ttl.to_be_bytes());
+            reply.extend([0, 4, 192, 0, 2, 1]);
+        }
+        Answer::new(&reply, &check_answer(query, &reply).unwrap())
+    }
+
+    #[test]
+    fn fresh_until_the_ttl_runs_out_and_ttls_decay() {
+        let cache = Cache::new(100, TtlPolicy::default());
+        let wire = new_query("a.test", 1, false).unwrap();
+        let q = read_query(&wire).unwrap();
+        let t0 = Instant::now();
+        cache.insert(Key::of(&q), answer_for(&wire, 0, 300, false), t0);
+        let e = cache
+            .get(&Key::of(&q), t0 + Duration::from_secs(100))
+            .unwrap();
+        assert_eq!(
+            cache.served_ttl(&e, 300, e.age(t0 + Duration::from_secs(100))),
+            200
+        );
+        assert!(
+            cache
+                .get(&Key::of(&q), t0 + Duration::from_secs(299))
+                .is_some()
+        );
+        assert!(
+            cache
+                .get(&Key::of(&q), t0 + Duration::from_secs(300))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn keys_ignore_case_but_not_do_bit() {
+        let cache = Cache::new(100, TtlPolicy::default());
+        let lower = new_query("a.test", 1, false).unwrap();
+        let upper = new_query("A.TEST", 1, false).unwrap();
+        let dnssec = new_query("a.test", 1, true).unwrap();
+        let now = Instant::now();
+        cache.insert(
+            Key::of(&read_query(&lower).unwrap()),
+            answer_for(&lower, 0, 60, false),
+            now,
+        );
+        assert!(
+            cache
+                .get(&Key::of(&read_query(&upper).unwrap()), now)
+                .is_some()
+        );
+        assert!(
+            cache
+                .get(&Key::of(&read_query(&dnssec).unwrap()), now)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn negative_answers_use_soa_minimum_and_clamps() {
+        let policy = TtlPolicy {
+            min_ttl: 0,
+            max_ttl: 100,
+            negative_max_ttl: 10,
+        };
+        let cache = Cache::new(100, policy);
+        let wire = new_query("nx.test", 1, false).unwrap();
+        let q = read_query(&wire).unwrap();
+        let now = Instant::now();
+        let e = cache.insert(Key::of(&q), answer_for(&wire, 3, 3600, true), now);
+        assert_eq!(e.lifetime, 10); // min(3600, MINIMUM 30) clamped to 10
+        assert_eq!(cache.served_ttl(&e, 3600, 4), 6);
+        let pos = cache.insert(Key::of(&q), answer_for(&wire, 0, 3600, false), now);
+        assert_eq!(pos.lifetime, 100);
+    }
+
+    #[test]
+    fn servfail_and_zero_ttl_are_not_cached() {
+        let cache = Cache::new(100, TtlPolicy::default());
+        let wire = new_query("a.test", 1, false).unwrap();
+        let q = read_query(&wire).unwrap();
+        let now = Instant::now();
+        cache.insert(Key::of(&q), answer_for(&wire, 2, 300, true), now);
+        assert!(cache.get(&Key::of(&q), now).is_none());
+        cache.insert(Key::of(&q), answer_for(&wire, 0, 0, false), now);
+        assert!(cache.get(&Key::of(&q), now).is_none());
+    }
+}

@@ -1,0 +1,93 @@
+//! Command-line flags (clap derive). Raw values only; [`crate::config`] validates them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Overrides;
+
+/// dnsward: plaintext DNS in, encrypted DNS (DoH / DoT) out, with caching and failover.
+#[derive(Debug, Parser)]
+#[command(name = "dnsward", version, about, long_about = None)]
+pub struct Cli {
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Configuration file (TOML).
+    #[arg(short, long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy.
+    Run(RunArgs),
+    /// Validate a configuration file and exit (non-zero on error).
+    CheckConfig {
+        /// The file to check (defaults to --config).
+        path: Option<PathBuf>,
+    },
+    /// Resolve one name over the encrypted path and print the answer dig-style.
+    Query(QueryArgs),
+}
+
+/// Flags that choose and trust upstreams.
+#[derive(Debug, Default, Args)]
+pub struct UpstreamArgs {
+    /// Upstream URL: https://NAME[:PORT]/PATH[#ADDR,..] (DoH) or tls://NAME[:PORT][#ADDR,..] (DoT).
+    /// Repeatable; replaces the configured list.
+    #[arg(long = "upstream", value_name = "URL")]
+    pub upstreams: Vec<String>,
+    /// Extra CA certificate (PEM) to trust for upstreams. Repeatable.
+    #[arg(long = "ca-file", value_name = "PEM")]
+    pub ca_files: Vec<PathBuf>,
+    /// Plain DNS server used only to resolve upstream names given without addresses. Repeatable.
+    #[arg(long = "bootstrap", value_name = "ADDR[:PORT]")]
+    pub bootstrap: Vec<String>,
+}
+
+/// `dnsward run`.
+#[derive(Debug, Default, Args)]
+pub struct RunArgs {
+    /// Address to listen on, UDP and TCP (default 127.0.0.1:53 and [::1]:53). Repeatable.
+    #[arg(long = "listen", value_name = "ADDR:PORT")]
+    pub listen: Vec<String>,
+    /// Upstream selection.
+    #[command(flatten)]
+    pub upstream: UpstreamArgs,
+}
+
+/// `dnsward query`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// Name to resolve.
+    pub name: String,
+    /// Record type (A, AAAA, MX, TXT, ... or TYPE65).
+    #[arg(default_value = "A")]
+    pub qtype: String,
+    /// Ask for DNSSEC records (sets the DO bit).
+    #[arg(long)]
+    pub dnssec: bool,
+    /// Upstream selection.
+    #[command(flatten)]
+    pub upstream: UpstreamArgs,
+}
+
+impl UpstreamArgs {
+    /// As configuration overrides.
+    pub fn overrides(&self, listen: Vec<String>) -> Overrides {
+        Overrides {
+            listen,
+            upstreams: self.upstreams.clone(),
+            bootstrap: self.bootstrap.clone(),
+            ca_files: self.ca_files.clone(),
+        }
+    }
+}

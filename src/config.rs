@@ -1,0 +1,439 @@
+//! Configuration: a TOML file and command-line flags merged into one validated [`Settings`].
+//!
+//! The file is parsed from a `&str` ([`RawConfig::parse`]) so it is testable without files.
+//! Unknown keys are errors naming the key; every value is checked once, here, and errors name
+//! the key they belong to.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::cache::TtlPolicy;
+use crate::listener::tcp::TcpLimits;
+use crate::router::{RouterOptions, Strategy};
+use crate::upstream::{ConnectOptions, UpstreamSpec};
+
+/// Where dnsward listens when nothing else is configured.
+pub const DEFAULT_LISTEN: [&str; 2] = ["127.0.0.1:53", "[::1]:53"];
+
+/// Well-known public resolvers, with their addresses so they never need a plaintext lookup.
+pub const DEFAULT_UPSTREAMS: [&str; 5] = [
+    "https://dns.quad9.net/dns-query#9.9.9.9,149.112.112.112,2620:fe::fe,2620:fe::9",
+    "https://cloudflare-dns.com/dns-query#1.1.1.1,1.0.0.1,2606:4700:4700::1111,2606:4700:4700::1001",
+    "https://dns.google/dns-query#8.8.8.8,8.8.4.4,2001:4860:4860::8888,2001:4860:4860::8844",
+    "tls://dns.quad9.net#9.9.9.9,149.112.112.112,2620:fe::fe,2620:fe::9",
+    "tls://one.one.one.one#1.1.1.1,1.0.0.1,2606:4700:4700::1111,2606:4700:4700::1001",
+];
+
+/// Plain-DNS servers used only to look up upstream names given without addresses.
+pub const DEFAULT_BOOTSTRAP: [&str; 2] = ["9.9.9.9:53", "149.112.112.112:53"];
+
+/// A configuration problem, naming the key or file it concerns.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys or wrongly typed values.
+    #[error("{origin}: {message}")]
+    Parse {
+        /// The file (or "configuration").
+        origin: String,
+        /// The TOML error, which names the key and line.
+        message: String,
+    },
+    /// A value is of the right type but not acceptable.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// The key, e.g. `upstreams[2]` or `cache.max-ttl`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, message: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.to_string(),
+    }
+}
+
+/// The configuration file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawConfig {
+    /// Addresses to listen on (UDP and TCP), `ADDR:PORT` or `ADDR` (port 53).
+    pub listen: Option<Vec<String>>,
+    /// Upstream URLs.
+    pub upstreams: Option<Vec<String>>,
+    /// Plain DNS servers to resolve upstream names without addresses.
+    pub bootstrap: Option<Vec<String>>,
+    /// Extra CA certificates (PEM files) to trust.
+    pub ca_files: Option<Vec<PathBuf>>,
+    /// `fastest` or `strict`.
+    pub strategy: Option<Strategy>,
+    /// Overall time for one query, in milliseconds.
+    pub query_timeout_ms: Option<u64>,
+    /// Time before a slow upstream is hedged with the next, in milliseconds.
+    pub attempt_timeout_ms: Option<u64>,
+    /// Time allowed to connect to an upstream (TCP + TLS), in milliseconds.
+    pub connect_timeout_ms: Option<u64>,
+    /// UDP queries resolved at once.
+    pub udp_max_in_flight: Option<usize>,
+    /// Cache settings.
+    pub cache: Option<RawCache>,
+    /// TCP listener settings.
+    pub tcp: Option<RawTcp>,
+}
+
+/// `[cache]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawCache {
+    /// Most answers kept (0 disables the cache).
+    pub size: Option<u64>,
+    /// Minimum TTL in seconds.
+    pub min_ttl: Option<u32>,
+    /// Maximum TTL in seconds for positive answers.
+    pub max_ttl: Option<u32>,
+    /// Maximum TTL in seconds for NXDOMAIN/NODATA.
+    pub negative_max_ttl: Option<u32>,
+}
+
+/// `[tcp]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawTcp {
+    /// Connections served at once.
+    pub max_connections: Option<usize>,
+    /// Queries per connection resolved at once.
+    pub max_in_flight: Option<usize>,
+    /// Idle connection timeout in milliseconds.
+    pub idle_timeout_ms: Option<u64>,
+}
+
+impl RawConfig {
+    /// Parses TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<RawConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<RawConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        RawConfig::parse(&text, &path.display().to_string())
+    }
+}
+
+/// Command-line values that override or extend the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--listen` (replaces the file's list).
+    pub listen: Vec<String>,
+    /// `--upstream` (replaces the file's list).
+    pub upstreams: Vec<String>,
+    /// `--bootstrap` (replaces the file's list).
+    pub bootstrap: Vec<String>,
+    /// `--ca-file` (added to the file's list).
+    pub ca_files: Vec<PathBuf>,
+}
+
+/// Everything dnsward needs to run, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Listening addresses.
+    pub listen: Vec<SocketAddr>,
+    /// True if `listen` is the built-in default (then a missing IPv6 loopback is tolerated).
+    pub listen_is_default: bool,
+    /// Upstreams in configuration order.
+    pub upstreams: Vec<UpstreamSpec>,
+    /// Bootstrap resolvers.
+    pub bootstrap: Vec<SocketAddr>,
+    /// Extra trusted CA files.
+    pub ca_files: Vec<PathBuf>,
+    /// Failover policy.
+    pub router: RouterOptions,
+    /// Upstream connection timeouts.
+    pub connect: ConnectOptions,
+    /// Cache capacity in answers.
+    pub cache_size: u64,
+    /// TTL clamps.
+    pub ttl: TtlPolicy,
+    /// TCP limits.
+    pub tcp: TcpLimits,
+    /// UDP in-flight limit.
+    pub udp_max_in_flight: usize,
+}
+
+impl Settings {
+    /// Merges `raw` with command-line `overrides` and validates the result.
+    pub fn from_raw(raw: RawConfig, overrides: Overrides) -> Result<Settings, ConfigError> {
+        let (listen_key, listen_strings, listen_is_default) = if !overrides.listen.is_empty() {
+            ("--listen", overrides.listen, false)
+        } else if let Some(l) = raw.listen {
+            ("listen", l, false)
+        } else {
+            ("listen", DEFAULT_LISTEN.map(String::from).to_vec(), true)
+        };
+        if listen_strings.is_empty() {
+            return Err(invalid(listen_key, "needs at least one address"));
+        }
+        let listen = listen_strings
+            .iter()
+            .enumerate()
+            .map(|(i, s)| parse_addr(s, 53).map_err(|m| invalid(format!("{listen_key}[{i}]"), m)))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let (up_key, up_strings) = if !overrides.upstreams.is_empty() {
+            ("--upstream", overrides.upstreams)
+        } else if let Some(u) = raw.upstreams {
+            ("upstreams", u)
+        } else {
+            ("upstreams", DEFAULT_UPSTREAMS.map(String::from).to_vec())
+        };
+        if up_strings.is_empty() {
+            return Err(invalid(up_key, "needs at least one upstream URL"));
+        }
+        let upstreams = up_strings
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.parse::<UpstreamSpec>()
+                    .map_err(|e| invalid(format!("{up_key}[{i}]"), format!("{s:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let (boot_key, boot_strings) = if !overrides.bootstrap.is_empty() {
+            ("--bootstrap", overrides.bootstrap)
+        } else if let Some(b) = raw.bootstrap {
+            ("bootstrap", b)
+        } else {
+            ("bootstrap", DEFAULT_BOOTSTRAP.map(String::from).to_vec())
+        };
+        let bootstrap = boot_strings
+            .iter()
+            .enumerate()
+            .map(|(i, s)| parse_addr(s, 53).map_err(|m| invalid(format!("{boot_key}[{i}]"), m)))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let mut ca_files = raw.ca_files.unwrap_or_default();
+        ca_files.extend(overrides.ca_files);
+
+        let defaults = RouterOptions::default();
+        let query_timeout = millis(
+            "query-timeout-ms",
+            raw.query_timeout_ms,
+            defaults.query_timeout,
+        )?;
+        let attempt_timeout = millis(
+            "attempt-timeout-ms",
+            raw.attempt_timeout_ms,
+            defaults.attempt_timeout,
+        )?;
+        if attempt_timeout > query_timeout {
+            return Err(invalid(
+                "attempt-timeout-ms",
+                "must not exceed query-timeout-ms",
+            ));
+        }
+        let router = RouterOptions {
+            strategy: raw.strategy.unwrap_or_default(),
+            query_timeout,
+            attempt_timeout,
+            ..defaults
+        };
+        let connect_defaults = ConnectOptions::default();
+        let connect = ConnectOptions {
+            connect_timeout: millis(
+                "connect-timeout-ms",
+                raw.connect_timeout_ms,
+                connect_defaults.connect_timeout,
+            )?,
+            ..connect_defaults
+        };
+
+        let cache = raw.cache.unwrap_or_default();
+        let ttl_defaults = TtlPolicy::default();
+        let ttl = TtlPolicy {
+            min_ttl: cache.min_ttl.unwrap_or(ttl_defaults.min_ttl),
+            max_ttl: cache.max_ttl.unwrap_or(ttl_defaults.max_ttl),
+            negative_max_ttl: cache
+                .negative_max_ttl
+                .unwrap_or(ttl_defaults.negative_max_ttl),
+        };
+        if ttl.min_ttl > ttl.max_ttl {
+            return Err(invalid("cache.min-ttl", "must not exceed cache.max-ttl"));
+        }
+
+        let tcp_raw = raw.tcp.unwrap_or_default();
+        let tcp_defaults = TcpLimits::default();
+        let tcp = TcpLimits {
+            max_connections: positive(
+                "tcp.max-connections",
+                tcp_raw.max_connections,
+                tcp_defaults.max_connections,
+            )?,
+            max_in_flight: positive(
+                "tcp.max-in-flight",
+                tcp_raw.max_in_flight,
+                tcp_defaults.max_in_flight,
+            )?,
+            idle_timeout: millis(
+                "tcp.idle-timeout-ms",
+                tcp_raw.idle_timeout_ms,
+                tcp_defaults.idle_timeout,
+            )?,
+        };
+
+        Ok(Settings {
+            listen,
+            listen_is_default,
+            upstreams,
+            bootstrap,
+            ca_files,
+            router,
+            connect,
+            cache_size: cache.size.unwrap_or(10_000),
+            ttl,
+            tcp,
+            udp_max_in_flight: positive("udp-max-in-flight", raw.udp_max_in_flight, 1024)?,
+        })
+    }
+
+    /// Loads `path` (if given) and merges `overrides`.
+    pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Settings, ConfigError> {
+        let raw = match path {
+            Some(p) => RawConfig::load(p)?,
+            None => RawConfig::default(),
+        };
+        Settings::from_raw(raw, overrides)
+    }
+}
+
+fn millis(key: &str, value: Option<u64>, default: Duration) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(0) => Err(invalid(key, "must be greater than 0")),
+        Some(ms) => Ok(Duration::from_millis(ms)),
+    }
+}
+
+fn positive(key: &str, value: Option<usize>, default: usize) -> Result<usize, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(0) => Err(invalid(key, "must be greater than 0")),
+        Some(n) => Ok(n),
+    }
+}
+
+/// `ADDR:PORT`, `[V6]:PORT`, or a bare address with `default_port`.
+pub fn parse_addr(s: &str, default_port: u16) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let bare = s.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, default_port))
+        .map_err(|_| format!("{s:?} is not an address (expected 127.0.0.1:53 or [::1]:53)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(text: &str) -> Result<Settings, ConfigError> {
+        Settings::from_raw(RawConfig::parse(text, "test.toml")?, Overrides::default())
+    }
+
+    #[test]
+    fn empty_config_gives_defaults() {
+        let s = settings("").unwrap();
+        assert_eq!(s.listen.len(), 2);
+        assert!(s.listen_is_default);
+        assert_eq!(s.upstreams.len(), DEFAULT_UPSTREAMS.len());
+        assert!(s.upstreams.iter().all(|u| !u.addrs.is_empty()));
+        assert_eq!(s.router.strategy, Strategy::Fastest);
+    }
+
+    #[test]
+    fn full_config_is_read() {
+        let s = settings(
+            r#"
+            listen = ["127.0.0.1:5353", "::1"]
+            upstreams = ["tls://localhost:853#127.0.0.1"]
+            strategy = "strict"
+            query-timeout-ms = 3000
+            attempt-timeout-ms = 500
+            [cache]
+            size = 50
+            min-ttl = 10
+            [tcp]
+            idle-timeout-ms = 2000
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.listen[1], "[::1]:53".parse().unwrap());
+        assert_eq!(s.router.strategy, Strategy::Strict);
+        assert_eq!(s.router.attempt_timeout, Duration::from_millis(500));
+        assert_eq!((s.cache_size, s.ttl.min_ttl), (50, 10));
+        assert_eq!(s.tcp.idle_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = settings("listen = []\nupstream = [\"x\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("upstream"), "{err}");
+        let err = settings("[cache]\nmax-tll = 5").unwrap_err().to_string();
+        assert!(err.contains("max-tll"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = settings("upstreams = [\"tls://a#1.2.3.4\", \"udp://b\"]").unwrap_err();
+        assert!(err.to_string().starts_with("upstreams[1]:"), "{err}");
+        let err = settings("listen = [\"localhost:53\"]").unwrap_err();
+        assert!(err.to_string().starts_with("listen[0]:"), "{err}");
+        let err = settings("query-timeout-ms = 0").unwrap_err();
+        assert!(err.to_string().starts_with("query-timeout-ms:"), "{err}");
+        let err = settings("[cache]\nmin-ttl = 10\nmax-ttl = 5").unwrap_err();
+        assert!(err.to_string().starts_with("cache.min-ttl:"), "{err}");
+        let err = settings("strategy = \"random\"").unwrap_err();
+        assert!(err.to_string().contains("strategy"), "{err}");
+    }
+
+    #[test]
+    fn command_line_replaces_lists_and_adds_ca_files() {
+        let raw = RawConfig::parse(
+            "upstreams = [\"tls://a#127.0.0.1\"]\nca-files = [\"a.pem\"]",
+            "t",
+        )
+        .unwrap();
+        let overrides = Overrides {
+            upstreams: vec!["https://b/dns-query#127.0.0.2".into()],
+            ca_files: vec!["b.pem".into()],
+            ..Overrides::default()
+        };
+        let s = Settings::from_raw(raw, overrides).unwrap();
+        assert_eq!(s.upstreams.len(), 1);
+        assert_eq!(s.upstreams[0].host, "b");
+        assert_eq!(s.ca_files, [PathBuf::from("a.pem"), PathBuf::from("b.pem")]);
+    }
+}

@@ -1,0 +1,366 @@
+//! Upstream answers: checked against the query that was sent, kept as wire bytes with the
+//! offsets to patch, and rendered for each client (its ID, its question case, decayed TTLs,
+//! its EDNS status and its UDP size limit).
+
+use std::ops::Range;
+
+use thiserror::Error;
+
+use super::query::{ClientQuery, EDNS_PAYLOAD, push_opt};
+use super::wire::{self, Header, Parsed, Section, WireError};
+
+/// Why an upstream's reply cannot be used as the answer to the query sent.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum AnswerError {
+    /// Not a well-formed DNS message.
+    #[error("malformed answer: {0}")]
+    Malformed(#[from] WireError),
+    /// The QR bit is clear or the opcode is not QUERY.
+    #[error("reply is not a response to a QUERY")]
+    NotAResponse,
+    /// The question section does not echo the question asked (RFC 5452 §9.1 style check).
+    #[error("reply is for another question")]
+    QuestionMismatch,
+}
+
+/// Checks `answer` against the `query` that was sent upstream: a response, for QUERY, with
+/// exactly the same question (name compared case-insensitively, type and class equal).
+pub fn check_answer(query: &[u8], answer: &[u8]) -> Result<Parsed, AnswerError> {
+    let parsed = wire::parse(answer)?;
+    let header = Header::of(answer).ok_or(WireError::ShortHeader)?;
+    if !header.is_response() || header.opcode() != 0 {
+        return Err(AnswerError::NotAResponse);
+    }
+    let sent = wire::parse(query)?
+        .question
+        .ok_or(AnswerError::QuestionMismatch)?;
+    let got = parsed
+        .question
+        .as_ref()
+        .ok_or(AnswerError::QuestionMismatch)?;
+    if got.qtype != sent.qtype
+        || got.qclass != sent.qclass
+        || !wire::names_equal(&answer[got.name.clone()], &query[sent.name])
+    {
+        return Err(AnswerError::QuestionMismatch);
+    }
+    Ok(parsed)
+}
+
+/// An upstream answer ready to be served to any client asking the same question.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The answer as the upstream sent it.
+    wire: Box<[u8]>,
+    /// Where the question name sits (to restore each client's case).
+    name: Range<usize>,
+    /// Offset just past the question (for truncated answers).
+    question_end: usize,
+    /// TTL field offsets and original TTLs of every record except OPT.
+    ttls: Vec<(usize, u32)>,
+    /// The OPT record's span, when it is the last record (only then can it be cut cleanly).
+    trailing_opt: Option<Range<usize>>,
+    /// The OPT record's span wherever it is.
+    opt: Option<Range<usize>>,
+    /// RCODE from the header.
+    rcode: u8,
+    /// Cache lifetime derived from the records (RFC 2181 §5.2, RFC 2308 §5), before clamping.
+    natural_ttl: Option<u32>,
+}
+
+impl Answer {
+    /// Wraps a checked upstream answer.
+    pub fn new(wire: &[u8], parsed: &Parsed) -> Answer {
+        let question = parsed
+            .question
+            .as_ref()
+            .expect("checked answers have a question");
+        let ttls = parsed
+            .records
+            .iter()
+            .filter(|r| r.rtype != wire::TYPE_OPT)
+            .map(|r| (r.ttl_offset, r.ttl))
+            .collect();
+        let opt = parsed
+            .opt
+            .map(|i| parsed.records[i].start..parsed.records[i].end);
+        let trailing_opt = opt.clone().filter(|o| o.end == wire.len());
+        let rcode = Header::of(wire).expect("checked").rcode();
+        Answer {
+            wire: wire.into(),
+            name: question.name.clone(),
+            question_end: question.end,
+            ttls,
+            trailing_opt,
+            opt,
+            rcode,
+            natural_ttl: natural_ttl(wire, parsed, rcode),
+        }
+    }
+
+    /// The header RCODE.
+    pub fn rcode(&self) -> u8 {
+        self.rcode
+    }
+
+    /// How long this answer may be cached, per its records, before any clamping: the
+    /// smallest answer/authority TTL for a positive answer; for NXDOMAIN and NODATA the SOA's
+    /// min(TTL, MINIMUM) (RFC 2308 §5). `None` when it must not be cached: SERVFAIL and other
+    /// errors, truncated answers, and negative answers without an SOA (RFC 2308 §5).
+    pub fn natural_ttl(&self) -> Option<u32> {
+        self.natural_ttl
+    }
+
+    /// True for NXDOMAIN or NOERROR without answer records (NODATA).
+    pub fn is_negative(&self) -> bool {
+        let header = Header::of(&self.wire).expect("checked");
+        self.rcode == 3 || (self.rcode == 0 && header.ancount() == 0)
+    }
+
+    /// Size of the stored answer in bytes (for cache weighing).
+    pub fn len(&self) -> usize {
+        self.wire.len()
+    }
+
+    /// True if the stored answer is empty (never, for a checked answer).
+    pub fn is_empty(&self) -> bool {
+        self.wire.is_empty()
+    }
+
+    /// The answer as the upstream sent it.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.wire
+    }
+
+    /// Renders the answer for one client.
+    ///
+    /// `ttl` maps each record's original TTL to the TTL to serve (clamping and ageing are the
+    /// cache's policy). `udp_limit` is the client's limit for UDP, `None` over TCP; an answer
+    /// over it is replaced by a truncated one with TC set (RFC 1035 §4.2.1, RFC 7766 §5).
+    pub fn render(
+        &self,
+        client: &ClientQuery<'_>,
+        ttl: impl Fn(u32) -> u32,
+        udp_limit: Option<usize>,
+    ) -> Vec<u8> {
+        // RFC 6891 §7: no OPT in the answer to a query without one.
+        let cut = self.trailing_opt.clone().filter(|_| client.edns.is_none());
+        let keep = cut.as_ref().map_or(self.wire.len(), |o| o.start);
+        let mut out = self.wire[..keep].to_vec();
+        out[..2].copy_from_slice(&client.id.to_be_bytes());
+        // Mirror the client's RD bit.
+        out[2] = (out[2] & !0x01) | client.header().recursion_desired() as u8;
+        // Restore the client's spelling of the name (same length: names matched ignoring case).
+        out[self.name.clone()].copy_from_slice(client.name());
+        if cut.is_some() {
+            let arcount = Header::of(&out).expect("header").arcount() - 1;
+            out[10..12].copy_from_slice(&arcount.to_be_bytes());
+        }
+        for &(offset, original) in &self.ttls {
+            if offset < keep {
+                out[offset..offset + 4].copy_from_slice(&ttl(original).to_be_bytes());
+            }
+        }
+        if let Some(opt) = self.opt.clone().filter(|o| o.end <= keep) {
+            // The payload size in an answer is the responder's: ours, not the upstream's.
+            out[opt.start + 3..opt.start + 5].copy_from_slice(&EDNS_PAYLOAD.to_be_bytes());
+        }
+        match udp_limit {
+            Some(limit) if out.len() > limit => self.truncated(&out, client),
+            _ => out,
+        }
+    }
+
+    /// Header (TC set, no records) + question + our OPT if the client sent one.
+    fn truncated(&self, full: &[u8], client: &ClientQuery<'_>) -> Vec<u8> {
+        let mut out = full[..self.question_end].to_vec();
+        out[2] |= 0x02;
+        out[6..10].fill(0);
+        out[10..12].copy_from_slice(&u16::from(client.edns.is_some()).to_be_bytes());
+        if client.edns.is_some() {
+            let parsed = self.opt.as_ref().and_then(|o| {
+                let ttl_at = o.start + 5;
+                self.wire
+                    .get(ttl_at..ttl_at + 3)
+                    .map(|t| (t[0], t[2] & 0x80 != 0))
+            });
+            let (ext_rcode, dnssec_ok) = parsed.unwrap_or((0, client.dnssec_ok()));
+            push_opt(&mut out, ext_rcode, dnssec_ok);
+        }
+        out
+    }
+}
+
+fn natural_ttl(wire: &[u8], parsed: &Parsed, rcode: u8) -> Option<u32> {
+    let header = Header::of(wire)?;
+    if header.truncated() || !matches!(rcode, 0 | 3) {
+        return None;
+    }
+    let negative = rcode == 3 || header.ancount() == 0;
+    if negative {
+        // RFC 2308 §5: the negative TTL is min(SOA TTL, SOA MINIMUM); no SOA, no caching.
+        return parsed
+            .section(Section::Authority)
+            .filter(|r| r.rtype == wire::TYPE_SOA && r.rdata.len() >= 20)
+            .map(|r| {
+                let m = &wire[r.rdata.end - 4..r.rdata.end];
+                r.ttl.min(u32::from_be_bytes([m[0], m[1], m[2], m[3]]))
+            })
+            .min();
+    }
+    parsed
+        .records
+        .iter()
+        .filter(|r| r.section != Section::Additional)
+        .map(|r| r.ttl)
+        .min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::query::{new_query, read_query};
+
+    /// A response to `query` with the given records appended (owner = pointer to the question).
+    fn response(
+        query: &[u8],
+        rcode: u8,
+        answers: &[(u16, u32, &[u8])],
+        soa: Option<(u32, u32)>,
+    ) -> Vec<u8> {
+        let parsed = wire::parse(query).unwrap();
+        let q = parsed.question.unwrap();
+        let mut out = query[..q.end].to_vec();
+        out[2] |= 0x80;
+        out[3] = 0x80 | rcode;
+        out[6..8].copy_from_slice(&(answers.len() as u16).to_be_bytes());
+        out[8..10].copy_from_slice(&u16::from(soa.is_some()).to_be_bytes());
+        out[10..12].copy_from_slice(&1u16.to_be_bytes());
+        for (rtype, ttl, rdata) in answers {
+            out.extend([0xc0, 12]);
+            out.extend(rtype.to_be_bytes());
+            out.extend(1u16.to_be_bytes());
+            out.extend(ttl.to_be_bytes());
+            out.extend((rdata.len() as u16).to_be_bytes());
+            out.extend_from_slice(rdata);
+        }
+        if let Some((ttl, minimum)) = soa {
+            out.extend([0xc0, 12]);
+            out.extend(wire::TYPE_SOA.to_be_bytes());
+            out.extend(1u16.to_be_bytes());
+            out.extend(ttl.to_be_bytes());
+            out.extend(22u16.to_be_bytes());
+            out.extend([0, 0]); // MNAME, RNAME = root
+            out.extend([0; 16]);
+            out.extend(minimum.to_be_bytes());
+        }
+        push_opt(&mut out, 0, false);
+        out
+    }
+
+    fn client(name: &str, id: u16, edns: bool) -> Vec<u8> {
+        let mut q = new_query(name, 1, false).unwrap();
+        q[..2].copy_from_slice(&id.to_be_bytes());
+        if !edns {
+            q.truncate(q.len() - 11);
+            q[11] = 0;
+        }
+        q
+    }
+
+    #[test]
+    fn rejects_answers_for_other_questions() {
+        let sent = new_query("a.test", 1, false).unwrap();
+        let other = new_query("b.test", 1, false).unwrap();
+        let reply = response(&other, 0, &[], None);
+        assert_eq!(
+            check_answer(&sent, &reply).unwrap_err(),
+            AnswerError::QuestionMismatch
+        );
+        let aaaa = new_query("a.test", 28, false).unwrap();
+        let reply = response(&aaaa, 0, &[], None);
+        assert_eq!(
+            check_answer(&sent, &reply).unwrap_err(),
+            AnswerError::QuestionMismatch
+        );
+        assert_eq!(
+            check_answer(&sent, &sent).unwrap_err(),
+            AnswerError::NotAResponse
+        );
+        let upper = new_query("A.TEST", 1, false).unwrap();
+        assert!(check_answer(&sent, &response(&upper, 0, &[], None)).is_ok());
+    }
+
+    #[test]
+    fn renders_with_client_id_case_and_decayed_ttls() {
+        let sent = new_query("a.test", 1, false).unwrap();
+        let reply = response(
+            &sent,
+            0,
+            &[(1, 300, &[192, 0, 2, 1]), (1, 60, &[192, 0, 2, 2])],
+            None,
+        );
+        let parsed = check_answer(&sent, &reply).unwrap();
+        let answer = Answer::new(&reply, &parsed);
+        assert_eq!(answer.natural_ttl(), Some(60));
+        let wire = client("A.Test", 0x4242, true);
+        let q = read_query(&wire).unwrap();
+        let out = answer.render(&q, |t| t - 10, None);
+        let p = wire::parse(&out).unwrap();
+        assert_eq!(Header::of(&out).unwrap().id(), 0x4242);
+        assert_eq!(&out[p.question.unwrap().name], q.name());
+        let ttls: Vec<u32> = p
+            .records
+            .iter()
+            .filter(|r| r.rtype == 1)
+            .map(|r| r.ttl)
+            .collect();
+        assert_eq!(ttls, [290, 50]);
+        assert!(p.opt.is_some());
+    }
+
+    #[test]
+    fn strips_opt_for_clients_without_edns() {
+        let sent = new_query("a.test", 1, false).unwrap();
+        let reply = response(&sent, 0, &[(1, 300, &[192, 0, 2, 1])], None);
+        let answer = Answer::new(&reply, &check_answer(&sent, &reply).unwrap());
+        let wire = client("a.test", 1, false);
+        let out = answer.render(&read_query(&wire).unwrap(), |t| t, None);
+        let p = wire::parse(&out).unwrap();
+        assert!(p.opt.is_none());
+        assert_eq!(Header::of(&out).unwrap().arcount(), 0);
+    }
+
+    #[test]
+    fn truncates_over_the_udp_limit() {
+        let sent = new_query("a.test", 16, false).unwrap();
+        let txt = [200u8; 201];
+        let records: Vec<(u16, u32, &[u8])> = (0..4).map(|_| (16u16, 60u32, &txt[..])).collect();
+        let reply = response(&sent, 0, &records, None);
+        let answer = Answer::new(&reply, &check_answer(&sent, &reply).unwrap());
+        let wire = client("a.test", 9, false);
+        let q = read_query(&wire).unwrap();
+        let out = answer.render(&q, |t| t, Some(q.udp_limit()));
+        let h = Header::of(&out).unwrap();
+        assert!(h.truncated());
+        assert_eq!((h.qdcount(), h.ancount(), h.arcount()), (1, 0, 0));
+        assert!(wire::parse(&out).is_ok());
+        let full = answer.render(&q, |t| t, None);
+        assert!(full.len() > 512 && !Header::of(&full).unwrap().truncated());
+    }
+
+    #[test]
+    fn negative_ttl_is_soa_min_of_ttl_and_minimum() {
+        let sent = new_query("nx.test", 1, false).unwrap();
+        let reply = response(&sent, 3, &[], Some((3600, 60)));
+        let answer = Answer::new(&reply, &check_answer(&sent, &reply).unwrap());
+        assert!(answer.is_negative());
+        assert_eq!(answer.natural_ttl(), Some(60));
+        let no_soa = response(&sent, 3, &[], None);
+        let answer = Answer::new(&no_soa, &check_answer(&sent, &no_soa).unwrap());
+        assert_eq!(answer.natural_ttl(), None);
+        let servfail = response(&sent, 2, &[], Some((3600, 60)));
+        let answer = Answer::new(&servfail, &check_answer(&sent, &servfail).unwrap());
+        assert_eq!(answer.natural_ttl(), None);
+    }
+}

@@ -1,0 +1,134 @@
+//! dnsward: an encrypted DNS stub resolver proxy.
+//!
+//! Plaintext DNS comes in on the [`listener`]s (UDP and TCP). Each query goes through the
+//! [`resolver`] pipeline: it is validated, answered from the [`cache`] when possible, and
+//! otherwise sent by the [`router`] to one of the encrypted [`upstream`]s (DNS-over-HTTPS or
+//! DNS-over-TLS), failing over between them when one is slow or down. Answers are checked
+//! against the question, cached per their TTLs, and rendered for each client.
+//!
+//! [`config`] turns the TOML file and command-line flags into one validated
+//! [`config::Settings`]; [`cli`] and `main.rs` are the command-line front end; [`dns`] holds
+//! the wire-format helpers everything else shares. [`run`] takes its sockets and a shutdown
+//! future as arguments, so tests bind port 0 and run the real proxy in-process.
+
+pub mod cache;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod dig;
+pub mod dns;
+pub mod listener;
+pub mod resolver;
+pub mod router;
+pub mod upstream;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use cache::Cache;
+use clock::Clock;
+use config::Settings;
+use listener::Sockets;
+use resolver::Resolver;
+use router::Router;
+use upstream::Upstream;
+use upstream::bootstrap::Bootstrap;
+use upstream::tls::{TlsConfigs, TlsSetupError};
+
+/// Why the proxy could not be set up.
+#[derive(Debug, Error)]
+pub enum SetupError {
+    /// TLS configuration (CA files, server names).
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+}
+
+/// How long a bootstrap resolver may take to answer.
+const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Builds the router over the configured upstreams (nothing is connected yet).
+pub fn build_router(settings: &Settings) -> Result<Router, SetupError> {
+    let tls = TlsConfigs::new(&settings.ca_files)?;
+    let bootstrap = (!settings.bootstrap.is_empty()).then(|| {
+        Arc::new(Bootstrap::new(
+            settings.bootstrap.clone(),
+            BOOTSTRAP_TIMEOUT,
+        ))
+    });
+    let upstreams = settings
+        .upstreams
+        .iter()
+        .map(|spec| {
+            Upstream::new(
+                spec.clone(),
+                &tls,
+                bootstrap.clone(),
+                settings.connect.clone(),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Router::new(upstreams, settings.router))
+}
+
+/// Builds the query pipeline for `settings`, measuring cache age with `clock`.
+pub fn build_resolver(settings: &Settings, clock: Clock) -> Result<Arc<Resolver>, SetupError> {
+    let router = Arc::new(build_router(settings)?);
+    let cache = Cache::new(settings.cache_size, settings.ttl);
+    Ok(Arc::new(Resolver::new(cache, router, clock)))
+}
+
+/// Serves `sockets` with `resolver` until `shutdown` completes.
+pub async fn serve(
+    resolver: Arc<Resolver>,
+    settings: &Settings,
+    sockets: Sockets,
+    shutdown: impl Future<Output = ()>,
+) {
+    let token = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for addr in sockets.local_addrs() {
+        info!(%addr, "listening (UDP and TCP)");
+    }
+    for socket in sockets.udp {
+        tasks.spawn(listener::udp::serve(
+            socket,
+            resolver.clone(),
+            settings.udp_max_in_flight,
+            token.clone(),
+        ));
+    }
+    for tcp in sockets.tcp {
+        tasks.spawn(listener::tcp::serve(
+            tcp,
+            resolver.clone(),
+            settings.tcp,
+            token.clone(),
+        ));
+    }
+    tasks.spawn(
+        resolver
+            .router()
+            .clone()
+            .probe_unhealthy(token.clone().cancelled_owned()),
+    );
+    shutdown.await;
+    info!("shutting down");
+    token.cancel();
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Runs the proxy on `sockets` until `shutdown` completes.
+pub async fn run(
+    settings: Settings,
+    sockets: Sockets,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), SetupError> {
+    let resolver = build_resolver(&settings, Clock::System)?;
+    serve(resolver, &settings, sockets, shutdown).await;
+    Ok(())
+}

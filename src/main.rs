@@ -1,0 +1,152 @@
+//! The `dnsward` command: parse flags, set up logging, run a subcommand, print errors once.
+
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use hickory_proto::rr::RecordType;
+use tracing_subscriber::EnvFilter;
+
+use dnsward::cli::{Cli, Command, QueryArgs, RunArgs};
+use dnsward::config::{Overrides, Settings};
+use dnsward::listener::Sockets;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose, cli.quiet);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("dnsward: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "dnsward=debug,info",
+        (false, _) => "dnsward=trace,debug",
+    };
+    let filter = EnvFilter::try_from_env("DNSWARD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::CheckConfig { path } => {
+            let path = path
+                .or(cli.config)
+                .context("name a file: dnsward check-config PATH")?;
+            let settings = Settings::load(Some(&path), Overrides::default())?;
+            dnsward::build_router(&settings)?;
+            println!(
+                "{}: OK ({} upstreams, listening on {})",
+                path.display(),
+                settings.upstreams.len(),
+                settings
+                    .listen
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(args) => runtime()?.block_on(proxy(cli.config, args)),
+        Command::Query(args) => runtime()?.block_on(query(cli.config, args)),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+async fn proxy(config: Option<std::path::PathBuf>, args: RunArgs) -> Result<ExitCode> {
+    let overrides = args.upstream.overrides(args.listen);
+    let settings = Settings::load(config.as_deref(), overrides)?;
+    let sockets = bind(&settings).await?;
+    dnsward::run(settings, sockets, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Binds every listen address; with the built-in defaults, a missing IPv6 loopback is only a warning.
+async fn bind(settings: &Settings) -> Result<Sockets> {
+    let mut sockets = Sockets::default();
+    for &addr in &settings.listen {
+        match Sockets::bind(&[addr]).await {
+            Ok(s) => {
+                sockets.udp.extend(s.udp);
+                sockets.tcp.extend(s.tcp);
+            }
+            Err(e)
+                if settings.listen_is_default && addr.is_ipv6() && e.is_address_unavailable() =>
+            {
+                tracing::warn!(%addr, "IPv6 loopback unavailable; not listening there");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(sockets)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn query(config: Option<std::path::PathBuf>, args: QueryArgs) -> Result<ExitCode> {
+    let settings = Settings::load(config.as_deref(), args.upstream.overrides(Vec::new()))?;
+    let qtype = parse_type(&args.qtype)?;
+    let Some(wire) = dnsward::dns::new_query(&args.name, qtype, args.dnssec) else {
+        bail!("{:?} is not a valid DNS name", args.name);
+    };
+    let router = dnsward::build_router(&settings)?;
+    let started = Instant::now();
+    match router.exchange(&wire).await {
+        Ok((answer, index)) => {
+            let spec = &settings.upstreams[index];
+            let server = format!("{spec} ({})", spec.protocol);
+            print!(
+                "{}",
+                dnsward::dig::format(&answer, &server, started.elapsed())
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!(
+                ";; no answer for {} {}: {e}",
+                args.name,
+                args.qtype.to_uppercase()
+            );
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn parse_type(s: &str) -> Result<u16> {
+    let upper = s.to_ascii_uppercase();
+    if let Some(n) = upper.strip_prefix("TYPE") {
+        return n.parse().with_context(|| format!("bad record type {s:?}"));
+    }
+    RecordType::from_str(&upper)
+        .map(u16::from)
+        .map_err(|_| anyhow::anyhow!("unknown record type {s:?}"))
+}

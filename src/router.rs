@@ -1,0 +1,346 @@
+//! Choosing an upstream for each query, and failing over when one is slow or down.
+//!
+//! Every query has one overall deadline. Upstreams are tried in preference order: with the
+//! `fastest` strategy, healthy upstreams by smoothed RTT; with `strict`, healthy upstreams in
+//! configuration order; unhealthy ones always come last, so a query still has a chance when
+//! everything looks down. An attempt that errors moves on at once; an attempt that is merely
+//! slow (past `attempt_timeout`) is *hedged*: the next upstream is asked while the slow one may
+//! still answer, and the first good answer wins. Upstreams that fail are marked unhealthy and
+//! probed in the background with exponential backoff until they answer again.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use thiserror::Error;
+use tokio::time::{Instant, sleep, sleep_until};
+use tracing::{debug, info, warn};
+
+use crate::dns::new_query;
+use crate::upstream::{Upstream, UpstreamError};
+
+/// How upstreams are ordered for each query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Lowest smoothed round-trip time first.
+    #[default]
+    Fastest,
+    /// Configuration order.
+    Strict,
+}
+
+/// Timing knobs of the router.
+#[derive(Debug, Clone, Copy)]
+pub struct RouterOptions {
+    /// Ordering strategy.
+    pub strategy: Strategy,
+    /// Overall time a query may take before the client gets SERVFAIL.
+    pub query_timeout: Duration,
+    /// Time after which a slow attempt is hedged with the next upstream.
+    pub attempt_timeout: Duration,
+    /// First delay before an unhealthy upstream is probed; doubles per failed probe.
+    pub min_backoff: Duration,
+    /// Longest delay between probes of an unhealthy upstream.
+    pub max_backoff: Duration,
+}
+
+impl Default for RouterOptions {
+    fn default() -> Self {
+        RouterOptions {
+            strategy: Strategy::Fastest,
+            query_timeout: Duration::from_secs(5),
+            attempt_timeout: Duration::from_millis(1500),
+            min_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why no upstream produced an answer.
+#[derive(Debug, Error)]
+pub enum RouteError {
+    /// Every upstream was tried and each one failed.
+    #[error("all upstreams failed: {}", .0.iter().map(|(u, e)| format!("{u}: {e}")).collect::<Vec<_>>().join("; "))]
+    AllFailed(Vec<(String, UpstreamError)>),
+    /// The query deadline passed with attempts still outstanding.
+    #[error("no answer within {0:?}")]
+    Deadline(Duration),
+    /// No upstream is configured.
+    #[error("no upstream configured")]
+    NoUpstreams,
+}
+
+/// What the router knows about one upstream's health.
+#[derive(Debug, Clone)]
+struct Health {
+    /// False after a failure, until a query or probe succeeds.
+    healthy: bool,
+    /// Smoothed round-trip time in microseconds; `None` until measured.
+    srtt_us: Option<f64>,
+    /// Consecutive failures.
+    failures: u32,
+    /// When the background prober may next try it.
+    next_probe: Instant,
+}
+
+/// An upstream and its health.
+struct Slot {
+    /// The upstream.
+    upstream: Upstream,
+    /// Its health record.
+    health: Mutex<Health>,
+}
+
+/// Health of one upstream, as reported to status displays and health checks.
+#[derive(Debug, Clone)]
+pub struct UpstreamStatus {
+    /// The upstream's URL.
+    pub url: String,
+    /// Whether it is currently considered healthy.
+    pub healthy: bool,
+    /// Smoothed RTT, once measured.
+    pub srtt: Option<Duration>,
+}
+
+/// The router: upstreams, their health, and the failover policy.
+pub struct Router {
+    /// Upstreams in configuration order.
+    slots: Vec<Slot>,
+    /// Policy.
+    options: RouterOptions,
+}
+
+/// Weight of a new RTT sample in the smoothed RTT (as TCP's SRTT, RFC 6298 uses 1/8).
+const SRTT_GAIN: f64 = 0.25;
+/// Unused upstreams' SRTT decays by this factor per query, so they get re-measured.
+const SRTT_DECAY: f64 = 0.98;
+
+impl Router {
+    /// A router over `upstreams`.
+    pub fn new(upstreams: Vec<Upstream>, options: RouterOptions) -> Router {
+        let now = Instant::now();
+        let slots = upstreams
+            .into_iter()
+            .map(|upstream| Slot {
+                upstream,
+                health: Mutex::new(Health {
+                    healthy: true,
+                    srtt_us: None,
+                    failures: 0,
+                    next_probe: now,
+                }),
+            })
+            .collect();
+        Router { slots, options }
+    }
+
+    /// The policy in force.
+    pub fn options(&self) -> RouterOptions {
+        self.options
+    }
+
+    /// Current health of every upstream, in configuration order.
+    pub fn status(&self) -> Vec<UpstreamStatus> {
+        self.slots
+            .iter()
+            .map(|s| {
+                let h = s.health();
+                UpstreamStatus {
+                    url: s.upstream.spec().url.clone(),
+                    healthy: h.healthy,
+                    srtt: h.srtt_us.map(|us| Duration::from_micros(us as u64)),
+                }
+            })
+            .collect()
+    }
+
+    /// Sends `query` (ID 0) upstream and returns the first checked answer, with the index
+    /// of the upstream that gave it.
+    pub async fn exchange(&self, query: &[u8]) -> Result<(Bytes, usize), RouteError> {
+        let order = self.order();
+        if order.is_empty() {
+            return Err(RouteError::NoUpstreams);
+        }
+        let deadline = Instant::now() + self.options.query_timeout;
+        let mut pending = FuturesUnordered::new();
+        let mut started: Vec<(usize, Instant)> = Vec::new();
+        let mut errors = Vec::new();
+        let mut next = 0;
+        let attempt = |index: usize| {
+            let slot = &self.slots[index];
+            async move {
+                let sent = Instant::now();
+                (index, sent, slot.upstream.exchange(query).await)
+            }
+        };
+        pending.push(attempt(order[0]));
+        started.push((order[0], Instant::now()));
+        next += 1;
+        let result = loop {
+            let hedge_at = Instant::now() + self.options.attempt_timeout;
+            tokio::select! {
+                // An attempt finished: take a good answer, or move on from a failure at once.
+                Some((index, sent, result)) = pending.next() => {
+                    started.retain(|&(i, _)| i != index);
+                    match result {
+                        Ok(answer) => {
+                            self.succeeded(index, sent.elapsed());
+                            break Ok((answer, index));
+                        }
+                        Err(error) => {
+                            self.failed(index, &error);
+                            errors.push((self.slots[index].upstream.spec().url.clone(), error));
+                            if next < order.len() {
+                                pending.push(attempt(order[next]));
+                                started.push((order[next], Instant::now()));
+                                next += 1;
+                            } else if pending.is_empty() {
+                                break Err(RouteError::AllFailed(errors));
+                            }
+                        }
+                    }
+                }
+                // The newest attempt is slow: ask the next upstream too (hedging).
+                _ = sleep_until(hedge_at), if next < order.len() => {
+                    debug!(upstream = %self.slots[order[next - 1]].upstream.spec(), "slow upstream; hedging");
+                    pending.push(attempt(order[next]));
+                    started.push((order[next], Instant::now()));
+                    next += 1;
+                }
+                // Out of time: the client gets SERVFAIL now rather than a timeout.
+                _ = sleep_until(deadline) => {
+                    break Err(RouteError::Deadline(self.options.query_timeout));
+                }
+            }
+        };
+        // Attempts still outstanding past the attempt timeout count as timeouts.
+        for (index, since) in started {
+            if since.elapsed() >= self.options.attempt_timeout {
+                self.failed(index, &UpstreamError::Timeout);
+            }
+        }
+        result
+    }
+
+    /// Upstream indices in the order to try them.
+    fn order(&self) -> Vec<usize> {
+        let mut healthy = Vec::with_capacity(self.slots.len());
+        let mut unhealthy = Vec::new();
+        for (i, slot) in self.slots.iter().enumerate() {
+            let h = slot.health();
+            if h.healthy {
+                healthy.push((i, h.srtt_us));
+            } else {
+                unhealthy.push((i, h.next_probe));
+            }
+        }
+        if self.options.strategy == Strategy::Fastest {
+            // Unmeasured upstreams first (to measure them), then by SRTT.
+            healthy.sort_by(|a, b| match (a.1, b.1) {
+                (None, None) => std::cmp::Ordering::Equal,
+                (None, Some(_)) => std::cmp::Ordering::Less,
+                (Some(_), None) => std::cmp::Ordering::Greater,
+                (Some(x), Some(y)) => x.total_cmp(&y),
+            });
+            // Let the others' SRTT drift down so a once-slow upstream is tried again later.
+            for &(i, _) in healthy.iter().skip(1) {
+                let mut h = self.slots[i]
+                    .health
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                h.srtt_us = h.srtt_us.map(|s| s * SRTT_DECAY);
+            }
+        }
+        // Among unhealthy upstreams, the one due for a probe soonest is likeliest to be back.
+        unhealthy.sort_by_key(|&(_, due)| due);
+        healthy
+            .into_iter()
+            .map(|(i, _)| i)
+            .chain(unhealthy.into_iter().map(|(i, _)| i))
+            .collect()
+    }
+
+    fn succeeded(&self, index: usize, rtt: Duration) {
+        let slot = &self.slots[index];
+        let mut h = slot.health.lock().unwrap_or_else(|e| e.into_inner());
+        let sample = rtt.as_micros() as f64;
+        h.srtt_us = Some(match h.srtt_us {
+            Some(s) => s + SRTT_GAIN * (sample - s),
+            None => sample,
+        });
+        if !h.healthy {
+            info!(upstream = %slot.upstream.spec(), "upstream is healthy again");
+        }
+        h.healthy = true;
+        h.failures = 0;
+    }
+
+    fn failed(&self, index: usize, error: &UpstreamError) {
+        let slot = &self.slots[index];
+        let mut h = slot.health.lock().unwrap_or_else(|e| e.into_inner());
+        h.failures = h.failures.saturating_add(1);
+        let backoff = self
+            .options
+            .min_backoff
+            .saturating_mul(1 << (h.failures - 1).min(16))
+            .min(self.options.max_backoff);
+        h.next_probe = Instant::now() + backoff;
+        if h.healthy {
+            warn!(upstream = %slot.upstream.spec(), %error, "upstream failed; marking unhealthy");
+        } else {
+            debug!(upstream = %slot.upstream.spec(), %error, "unhealthy upstream failed again");
+        }
+        h.healthy = false;
+    }
+
+    /// Probes unhealthy upstreams whose backoff has passed, until `shutdown` resolves.
+    /// A probe is a query for the root NS set; any checked answer counts as alive.
+    pub async fn probe_unhealthy(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        let probe = new_query(".", 2, false).expect("root is a valid name");
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = sleep(Duration::from_millis(250)) => {}
+            }
+            let now = Instant::now();
+            let due: Vec<usize> = (0..self.slots.len())
+                .filter(|&i| {
+                    let h = self.slots[i].health();
+                    !h.healthy && h.next_probe <= now
+                })
+                .collect();
+            for index in due {
+                // Claim the probe so a slow probe is not started twice.
+                self.slots[index]
+                    .health
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .next_probe = now + self.options.max_backoff;
+                let router = self.clone();
+                let probe = probe.clone();
+                tokio::spawn(async move {
+                    let slot = &router.slots[index];
+                    let sent = Instant::now();
+                    let limit = router.options.query_timeout;
+                    match tokio::time::timeout(limit, slot.upstream.exchange(&probe)).await {
+                        Ok(Ok(_)) => router.succeeded(index, sent.elapsed()),
+                        Ok(Err(e)) => router.failed(index, &e),
+                        Err(_) => router.failed(index, &UpstreamError::Timeout),
+                    }
+                });
+            }
+        }
+    }
+}
+
+impl Slot {
+    fn health(&self) -> Health {
+        self.health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}

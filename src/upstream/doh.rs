@@ -1,0 +1,179 @@
+//! DNS-over-HTTPS (RFC 8484) over one long-lived, multiplexed HTTP/2 connection.
+//!
+//! Queries are POSTed as `application/dns-message` with message ID 0 (RFC 8484 §4.1, which
+//! keeps answers cacheable by HTTP caches). HTTP/2 PINGs keep the connection honest: one that
+//! stops answering pings is closed by hyper and replaced on the next query.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{ACCEPT, CONTENT_TYPE};
+use http::{Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http2::{self, SendRequest};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use std::sync::Arc;
+use tracing::debug;
+
+use super::bootstrap::Endpoint;
+use super::{ConnectOptions, UpstreamError, UpstreamSpec, tls};
+
+/// The DoH media type (RFC 8484 §6).
+const DNS_MESSAGE: &str = "application/dns-message";
+/// A DNS message never exceeds 65535 bytes.
+const MAX_ANSWER: usize = 65_535;
+/// How often an HTTP/2 PING is sent on an open connection.
+const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// How long a PING may go unanswered before the connection is declared dead.
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A DoH client for one upstream.
+pub struct DohClient {
+    /// Absolute request URI (`https://host:port/path`), which gives `:authority` and `:path`.
+    uri: Uri,
+    /// Where to connect.
+    endpoint: Endpoint,
+    /// TLS settings with ALPN h2.
+    tls: Arc<ClientConfig>,
+    /// Name the certificate must match.
+    server_name: ServerName<'static>,
+    /// Timeouts.
+    options: ConnectOptions,
+    /// The current connection's request handle (cheap to clone; all clones share the connection).
+    conn: Mutex<Option<SendRequest<Full<Bytes>>>>,
+    /// Held while connecting, so a burst of queries opens one connection, not many.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl DohClient {
+    /// A client for `spec`; it connects on first use.
+    pub fn new(
+        spec: &UpstreamSpec,
+        endpoint: Endpoint,
+        tls: Arc<ClientConfig>,
+        server_name: ServerName<'static>,
+        options: ConnectOptions,
+    ) -> DohClient {
+        let host = if spec.host.contains(':') {
+            format!("[{}]", spec.host)
+        } else {
+            spec.host.clone()
+        };
+        let uri = format!("https://{host}:{}{}", spec.port, spec.path)
+            .parse()
+            .unwrap_or_else(|_| Uri::from_static("https://invalid/"));
+        DohClient {
+            uri,
+            endpoint,
+            tls,
+            server_name,
+            options,
+            conn: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Sends one query, retrying once on a fresh connection if a reused one turned out stale.
+    pub async fn exchange(&self, query: &[u8]) -> Result<Bytes, UpstreamError> {
+        let body = Bytes::copy_from_slice(query);
+        let (sender, fresh) = self.sender().await?;
+        match self.post(sender.clone(), body.clone()).await {
+            Err(e) if !fresh && e.is_stale_connection() => {
+                debug!(uri = %self.uri, error = %e, "DoH connection went stale; reconnecting");
+                self.forget();
+                let (sender, _) = self.sender().await?;
+                self.post(sender, body).await
+            }
+            other => other,
+        }
+    }
+
+    async fn post(
+        &self,
+        mut sender: SendRequest<Full<Bytes>>,
+        body: Bytes,
+    ) -> Result<Bytes, UpstreamError> {
+        sender.ready().await?;
+        let request = Request::post(self.uri.clone())
+            .header(CONTENT_TYPE, DNS_MESSAGE)
+            .header(ACCEPT, DNS_MESSAGE)
+            .body(Full::new(body))
+            .expect("static request parts are valid");
+        let response = sender.send_request(request).await?;
+        if response.status() != StatusCode::OK {
+            return Err(UpstreamError::HttpStatus(response.status().as_u16()));
+        }
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !content_type.eq_ignore_ascii_case(DNS_MESSAGE) {
+            return Err(UpstreamError::ContentType(content_type.to_string()));
+        }
+        let body = Limited::new(response.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| match e.downcast::<hyper::Error>() {
+                Ok(e) => UpstreamError::Http(*e),
+                Err(_) => UpstreamError::TooLarge,
+            })?;
+        Ok(body.to_bytes())
+    }
+
+    /// The live connection, or a new one; the flag says whether it was just opened.
+    async fn sender(&self) -> Result<(SendRequest<Full<Bytes>>, bool), UpstreamError> {
+        if let Some(s) = self.current() {
+            return Ok((s, false));
+        }
+        let _guard = self.connecting.lock().await;
+        if let Some(s) = self.current() {
+            return Ok((s, false));
+        }
+        let sender = self.connect().await?;
+        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender.clone());
+        Ok((sender, true))
+    }
+
+    fn current(&self) -> Option<SendRequest<Full<Bytes>>> {
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        conn.as_ref().filter(|s| !s.is_closed()).cloned()
+    }
+
+    /// Drops the cached connection after a failure on it; the next query reconnects.
+    fn forget(&self) {
+        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, UpstreamError> {
+        let addrs = self.endpoint.addrs().await?;
+        let limit = self.options.connect_timeout;
+        let started = tokio::time::Instant::now();
+        let stream =
+            tls::connect(&addrs, self.tls.clone(), self.server_name.clone(), limit).await?;
+        if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return Err(UpstreamError::NoHttp2);
+        }
+        let left = limit.saturating_sub(started.elapsed());
+        let handshake = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(PING_INTERVAL)
+            .keep_alive_timeout(PING_TIMEOUT)
+            .keep_alive_while_idle(false)
+            .handshake(TokioIo::new(stream));
+        let (sender, connection) = tokio::time::timeout(left, handshake)
+            .await
+            .map_err(|_| UpstreamError::Timeout)??;
+        let uri = self.uri.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(%uri, error = %e, "DoH connection ended");
+            }
+        });
+        debug!(uri = %self.uri, "DoH connection established");
+        Ok(sender)
+    }
+}

@@ -1,0 +1,272 @@
+//! DNS-over-TLS (RFC 7858) with pipelining and out-of-order answers (RFC 7766 §6.2.1).
+//!
+//! One TLS connection per upstream carries many queries at once. Each query gets an ID that is
+//! unique on its connection; a reader task matches answers to waiting queries by that ID, so
+//! the server may answer in any order. A writer task owns the write half, so a query that is
+//! cancelled half-way (its deadline passed) can never leave half a frame on the wire.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_rustls::client::TlsStream;
+use tracing::debug;
+
+use super::bootstrap::Endpoint;
+use super::{ConnectOptions, UpstreamError, tls};
+
+/// Most queries outstanding on one connection.
+const MAX_IN_FLIGHT: usize = 1024;
+
+/// A DoT client for one upstream.
+pub struct DotClient {
+    /// Where to connect.
+    endpoint: Endpoint,
+    /// TLS settings.
+    tls: Arc<ClientConfig>,
+    /// Name the certificate must match.
+    server_name: ServerName<'static>,
+    /// Timeouts.
+    options: ConnectOptions,
+    /// The current connection.
+    conn: Mutex<Option<Arc<Connection>>>,
+    /// Held while connecting, so a burst of queries opens one connection.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+/// One pipelined TLS connection.
+struct Connection {
+    /// Frames (length prefix included) for the writer task.
+    frames: mpsc::Sender<Vec<u8>>,
+    /// Queries waiting for answers, by the ID used on this connection.
+    waiting: Mutex<Waiting>,
+    /// Set once either task has stopped; the connection is then never reused.
+    closed: AtomicBool,
+}
+
+struct Waiting {
+    /// Answer slots by wire ID.
+    by_id: HashMap<u16, oneshot::Sender<Bytes>>,
+    /// Next ID to try; IDs are handed out sequentially, skipping ones in use.
+    next_id: u16,
+}
+
+impl Connection {
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Marks the connection dead and fails every waiting query (their senders are dropped).
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_id
+            .clear();
+    }
+
+    /// Reserves an ID and the slot its answer will be delivered to.
+    fn register(&self) -> Result<(u16, oneshot::Receiver<Bytes>), UpstreamError> {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        if waiting.by_id.len() >= MAX_IN_FLIGHT {
+            return Err(UpstreamError::Busy);
+        }
+        let mut id = waiting.next_id;
+        while waiting.by_id.contains_key(&id) {
+            id = id.wrapping_add(1);
+        }
+        waiting.next_id = id.wrapping_add(1);
+        let (tx, rx) = oneshot::channel();
+        waiting.by_id.insert(id, tx);
+        Ok((id, rx))
+    }
+}
+
+/// Frees a query's ID when the query finishes or is cancelled.
+struct Registration<'a> {
+    conn: &'a Connection,
+    id: u16,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self.conn.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        waiting.by_id.remove(&self.id);
+    }
+}
+
+impl DotClient {
+    /// A client that connects on first use.
+    pub fn new(
+        endpoint: Endpoint,
+        tls: Arc<ClientConfig>,
+        server_name: ServerName<'static>,
+        options: ConnectOptions,
+    ) -> DotClient {
+        DotClient {
+            endpoint,
+            tls,
+            server_name,
+            options,
+            conn: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Sends one query, retrying once on a fresh connection if a reused one turned out stale.
+    pub async fn exchange(&self, query: &[u8]) -> Result<Bytes, UpstreamError> {
+        let (conn, fresh) = self.connection().await?;
+        match send(&conn, query).await {
+            Err(e) if !fresh && e.is_stale_connection() => {
+                debug!(server = ?self.server_name, error = %e, "DoT connection went stale; reconnecting");
+                conn.close();
+                let (conn, _) = self.connection().await?;
+                send(&conn, query).await
+            }
+            other => other,
+        }
+    }
+
+    async fn connection(&self) -> Result<(Arc<Connection>, bool), UpstreamError> {
+        if let Some(c) = self.current() {
+            return Ok((c, false));
+        }
+        let _guard = self.connecting.lock().await;
+        if let Some(c) = self.current() {
+            return Ok((c, false));
+        }
+        let addrs = self.endpoint.addrs().await?;
+        let limit = self.options.connect_timeout;
+        let stream =
+            tls::connect(&addrs, self.tls.clone(), self.server_name.clone(), limit).await?;
+        let conn = spawn_connection(stream, self.options.idle_timeout);
+        debug!(server = ?self.server_name, "DoT connection established");
+        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+        Ok((conn, true))
+    }
+
+    fn current(&self) -> Option<Arc<Connection>> {
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        conn.as_ref().filter(|c| !c.is_closed()).cloned()
+    }
+}
+
+/// Sends `query` on `conn` under a connection-unique ID and waits for its answer.
+async fn send(conn: &Connection, query: &[u8]) -> Result<Bytes, UpstreamError> {
+    if query.len() < 2 || query.len() > usize::from(u16::MAX) {
+        return Err(UpstreamError::TooLarge);
+    }
+    let (id, answer) = conn.register()?;
+    let _registration = Registration { conn, id };
+    let mut frame = Vec::with_capacity(query.len() + 2);
+    frame.extend((query.len() as u16).to_be_bytes());
+    frame.extend_from_slice(query);
+    frame[2..4].copy_from_slice(&id.to_be_bytes());
+    conn.frames
+        .send(frame)
+        .await
+        .map_err(|_| UpstreamError::Closed)?;
+    answer.await.map_err(|_| UpstreamError::Closed)
+}
+
+fn spawn_connection(stream: TlsStream<TcpStream>, idle: std::time::Duration) -> Arc<Connection> {
+    let (reader, writer) = tokio::io::split(stream);
+    let (frames, queue) = mpsc::channel(256);
+    let conn = Arc::new(Connection {
+        frames,
+        waiting: Mutex::new(Waiting {
+            by_id: HashMap::new(),
+            next_id: rand::random(),
+        }),
+        closed: AtomicBool::new(false),
+    });
+    let reading = tokio::spawn(read_answers(reader, conn.clone()));
+    tokio::spawn(write_queries(writer, queue, conn.clone(), idle, reading));
+    conn
+}
+
+/// Writes frames until the connection closes or stays idle (nothing sent, nothing waiting)
+/// for `idle`; then shuts the connection down (RFC 7766 §6.2.2 asks clients to close idle
+/// connections rather than leave it to the server).
+async fn write_queries(
+    mut writer: WriteHalf<TlsStream<TcpStream>>,
+    mut queue: mpsc::Receiver<Vec<u8>>,
+    conn: Arc<Connection>,
+    idle: std::time::Duration,
+    reading: tokio::task::JoinHandle<()>,
+) {
+    loop {
+        let frame = match tokio::time::timeout(idle, queue.recv()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(_) => {
+                let busy = !conn
+                    .waiting
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .by_id
+                    .is_empty();
+                if busy && !conn.is_closed() {
+                    continue;
+                }
+                break;
+            }
+        };
+        if conn.is_closed() {
+            break;
+        }
+        let written = async {
+            writer.write_all(&frame).await?;
+            writer.flush().await
+        };
+        if let Err(e) = written.await {
+            debug!(error = %e, "DoT write failed");
+            break;
+        }
+    }
+    conn.close();
+    let _ = writer.shutdown().await;
+    reading.abort();
+}
+
+/// Reads length-prefixed answers and hands each to the query waiting for its ID.
+async fn read_answers(mut reader: ReadHalf<TlsStream<TcpStream>>, conn: Arc<Connection>) {
+    loop {
+        let mut len = [0u8; 2];
+        if let Err(e) = reader.read_exact(&mut len).await {
+            debug!(error = %e, "DoT connection closed");
+            break;
+        }
+        let len = u16::from_be_bytes(len) as usize;
+        let mut answer = vec![0; len];
+        if let Err(e) = reader.read_exact(&mut answer).await {
+            debug!(error = %e, "DoT connection closed mid-answer");
+            break;
+        }
+        if len < 2 {
+            continue;
+        }
+        let id = u16::from_be_bytes([answer[0], answer[1]]);
+        let slot = conn
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_id
+            .remove(&id);
+        match slot {
+            Some(slot) => {
+                let _ = slot.send(Bytes::from(answer));
+            }
+            // A late answer to a cancelled query, or an ID we never sent: ignore it.
+            None => debug!(id, "DoT answer for no waiting query"),
+        }
+    }
+    conn.close();
+}

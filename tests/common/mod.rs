@@ -1,0 +1,13 @@
+//! Shared helpers for the integration tests: fake DoH/DoT upstreams answering from an in-memory
+//! zone, and plain DNS clients. Everything binds and connects to loopback only.
+#![allow(dead_code, unused_imports)]
+
+pub mod client;
+pub mod fake_upstream;
+pub mod tls;
+pub mod zone;
+
+pub use client::*;
+pub use fake_upstream::*;
+pub use tls::*;
+pub use zone::*;
