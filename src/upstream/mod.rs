@@ -91,7 +91,7 @@ impl FromStr for UpstreamSpec {
             return Err(SpecError::Credentials);
         }
         let host = match url.host().ok_or(SpecError::NoHost)? {
-            url::Host::Domain(d) if d.is_empty() => return Err(SpecError::NoHost),
+            url::Host::Domain("") => return Err(SpecError::NoHost),
             url::Host::Domain(d) => d.to_string(),
             url::Host::Ipv4(ip) => ip.to_string(),
             url::Host::Ipv6(ip) => ip.to_string(),

@@ -4,10 +4,12 @@
 
 pub mod client;
 pub mod fake_upstream;
+pub mod proxy;
 pub mod tls;
 pub mod zone;
 
 pub use client::*;
 pub use fake_upstream::*;
+pub use proxy::*;
 pub use tls::*;
 pub use zone::*;

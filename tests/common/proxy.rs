@@ -1,0 +1,100 @@
+//! Starting the real dnsward in-process on 127.0.0.1:0, as the integration tests need it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use dnsward::clock::Clock;
+use dnsward::config::{Overrides, RawConfig, Settings};
+use dnsward::listener::Sockets;
+use dnsward::resolver::Resolver;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::tls::cert_path;
+
+/// A running proxy; dropping it shuts the proxy down.
+pub struct Proxy {
+    /// Where it listens (UDP and TCP).
+    pub addr: SocketAddr,
+    /// Its cache clock, frozen until advanced.
+    pub clock: Clock,
+    /// The pipeline, for inspecting router health.
+    pub resolver: Arc<Resolver>,
+    /// The settings it runs with.
+    pub settings: Settings,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Shuts the proxy down and waits for it to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(std::time::Duration::from_secs(10), task)
+                .await
+                .expect("proxy shuts down within 10 s")
+                .expect("proxy task did not panic");
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Settings for a test proxy: loopback port 0, these upstreams, the test CA trusted.
+pub fn test_settings(upstreams: &[String]) -> Settings {
+    let overrides = Overrides {
+        listen: vec!["127.0.0.1:0".into()],
+        upstreams: upstreams.to_vec(),
+        bootstrap: Vec::new(),
+        ca_files: vec![cert_path("ca.pem")],
+    };
+    let mut settings =
+        Settings::from_raw(RawConfig::default(), overrides).expect("valid test settings");
+    settings.bootstrap.clear();
+    settings
+}
+
+/// Starts dnsward with default settings over `upstreams`.
+pub async fn start_proxy(upstreams: &[String]) -> Proxy {
+    start_proxy_with(upstreams, |_| {}).await
+}
+
+/// Starts dnsward over `upstreams` after `tweak` adjusts the settings.
+pub async fn start_proxy_with(upstreams: &[String], tweak: impl FnOnce(&mut Settings)) -> Proxy {
+    let mut settings = test_settings(upstreams);
+    tweak(&mut settings);
+    let clock = Clock::manual();
+    let resolver = dnsward::build_resolver(&settings, clock.clone()).expect("resolver builds");
+    let sockets = Sockets::bind(&settings.listen)
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = sockets.local_addrs()[0];
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = {
+        let resolver = resolver.clone();
+        let settings = settings.clone();
+        tokio::spawn(async move {
+            dnsward::serve(resolver, &settings, sockets, async {
+                let _ = stopped.await;
+            })
+            .await;
+        })
+    };
+    Proxy {
+        addr,
+        clock,
+        resolver,
+        settings,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
