@@ -18,9 +18,9 @@ pub fn format(answer: &[u8], server: &str, elapsed: Duration) -> String {
     let h = &message.metadata;
     let _ = writeln!(
         out,
-        ";; ->>HEADER<<- opcode: {:?}, status: {}, id: {}",
-        h.op_code,
-        h.response_code.to_str().to_uppercase(),
+        ";; ->>HEADER<<- opcode: {}, status: {}, id: {}",
+        format!("{:?}", h.op_code).to_uppercase(),
+        rcode_name(u16::from(h.response_code)),
         h.id
     );
     let mut flags = vec!["qr"];
@@ -90,4 +90,18 @@ pub fn format(answer: &[u8], server: &str, elapsed: Duration) -> String {
     let _ = writeln!(out, ";; SERVER: {server}");
     let _ = writeln!(out, ";; MSG SIZE  rcvd: {}", answer.len());
     out
+}
+
+/// The mnemonic dig prints for a response code (RFC 6895 §2.3).
+fn rcode_name(code: u16) -> String {
+    match code {
+        0 => "NOERROR".into(),
+        1 => "FORMERR".into(),
+        2 => "SERVFAIL".into(),
+        3 => "NXDOMAIN".into(),
+        4 => "NOTIMP".into(),
+        5 => "REFUSED".into(),
+        16 => "BADVERS".into(),
+        n => format!("RCODE{n}"),
+    }
 }
