@@ -26,7 +26,10 @@ fn check_config_accepts_a_good_file() {
         "listen = [\"127.0.0.1:5353\"]\nupstreams = [\"tls://localhost:853#127.0.0.1\"]\n[cache]\nsize = 100\n",
     );
     assert_eq!(code, Some(0));
-    assert!(stdout.contains("OK (1 upstreams, listening on 127.0.0.1:5353)"), "{stdout}");
+    assert!(
+        stdout.contains("OK (1 upstreams, listening on 127.0.0.1:5353)"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -41,7 +44,10 @@ fn check_config_names_unknown_keys() {
 fn check_config_names_bad_values() {
     let (code, _, stderr) = check_config("upstreams = [\"tls://ok#127.0.0.1\", \"ftp://nope\"]\n");
     assert_eq!(code, Some(2));
-    assert!(stderr.contains("upstreams[1]") && stderr.contains("ftp"), "{stderr}");
+    assert!(
+        stderr.contains("upstreams[1]") && stderr.contains("ftp"),
+        "{stderr}"
+    );
     let (code, _, stderr) = check_config("listen = [\"localhost\"]\n");
     assert_eq!(code, Some(2));
     assert!(stderr.contains("listen[0]"), "{stderr}");
@@ -62,12 +68,24 @@ fn check_config_reports_a_missing_file() {
 #[test]
 fn bad_flags_fail_with_usage() {
     let mut cmd = dnsward();
-    cmd.args(["run", "--upstream", "udp://1.2.3.4", "--listen", "127.0.0.1:0"]);
+    cmd.args([
+        "run",
+        "--upstream",
+        "udp://1.2.3.4",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
     let out = run_bounded(cmd, Duration::from_secs(10));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--upstream[0]"));
     let mut cmd = dnsward();
-    cmd.args(["query", "a.test", "NOTATYPE", "--upstream", "tls://x#127.0.0.1"]);
+    cmd.args([
+        "query",
+        "a.test",
+        "NOTATYPE",
+        "--upstream",
+        "tls://x#127.0.0.1",
+    ]);
     let out = run_bounded(cmd, Duration::from_secs(10));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown record type"));
@@ -80,22 +98,52 @@ fn binding_port_53_without_privilege_explains_the_fix() {
         .arg("-u")
         .output()
         .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    let unprivileged_start: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(1024);
+    let unprivileged_start: u32 =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(1024);
     if !is_root || unprivileged_start <= 53 || !have("setpriv") {
         eprintln!("SKIPPED: needs root, setpriv and a kernel that protects port 53");
         return;
     }
     let mut cmd = std::process::Command::new("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
-        .arg(env!("CARGO_BIN_EXE_dnsward"))
-        .args(["run", "--listen", "127.0.0.1:53", "--upstream", "tls://localhost:853#127.0.0.1"]);
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+    ])
+    .arg(env!("CARGO_BIN_EXE_dnsward"))
+    .args([
+        "run",
+        "--listen",
+        "127.0.0.1:53",
+        "--upstream",
+        "tls://localhost:853#127.0.0.1",
+    ]);
     let out = run_bounded(cmd, Duration::from_secs(10));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("permission denied"), "{stderr}");
-    assert!(stderr.contains("CAP_NET_BIND_SERVICE") || stderr.contains("cap_net_bind_service"), "{stderr}");
+    assert!(
+        stderr.contains("CAP_NET_BIND_SERVICE") || stderr.contains("cap_net_bind_service"),
+        "{stderr}"
+    );
     assert!(stderr.contains("--listen"), "{stderr}");
+}
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let mut cmd = dnsward();
+    cmd.arg("check-config")
+        .arg(root().join("dnsward.example.toml"));
+    let out = run_bounded(cmd, Duration::from_secs(10));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 upstreams"));
 }

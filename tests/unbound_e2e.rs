@@ -13,10 +13,14 @@ fn start_unbound(tag: &str) -> (Daemon, u16, u16, u16) {
     let dir = temp_dir(tag);
     let (plain, tls, https) = (free_port(), free_port(), free_port());
     let mut cmd = std::process::Command::new(root().join("scripts/unbound-upstream"));
-    cmd.arg(&dir).args([plain, tls, https].map(|p| p.to_string()));
+    cmd.arg(&dir)
+        .args([plain, tls, https].map(|p| p.to_string()));
     let daemon = Daemon::spawn(cmd, &dir.join("unbound.log"));
     for port in [tls, https] {
-        wait_for_tcp(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(10));
+        wait_for_tcp(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_secs(10),
+        );
     }
     (daemon, plain, tls, https)
 }
@@ -25,18 +29,32 @@ fn start_unbound(tag: &str) -> (Daemon, u16, u16, u16) {
 fn start_dnsward(upstream: &str, tag: &str) -> (Daemon, u16) {
     let port = free_port();
     let mut cmd = dnsward();
-    cmd.args(["run", "--listen", &format!("127.0.0.1:{port}"), "--upstream", upstream])
-        .arg("--ca-file")
-        .arg(root().join("certs/ca.pem"));
+    cmd.args([
+        "run",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--upstream",
+        upstream,
+    ])
+    .arg("--ca-file")
+    .arg(root().join("certs/ca.pem"));
     let daemon = Daemon::spawn(cmd, &temp_dir(tag).join("dnsward.log"));
-    wait_for_tcp(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(10));
+    wait_for_tcp(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(10),
+    );
     (daemon, port)
 }
 
 fn kdig(port: u16, args: &[&str]) -> String {
     let mut cmd = std::process::Command::new("kdig");
-    cmd.args([format!("@127.0.0.1"), format!("-p{port}"), "+time=5".into(), "+retry=0".into()])
-        .args(args);
+    cmd.args([
+        format!("@127.0.0.1"),
+        format!("-p{port}"),
+        "+time=5".into(),
+        "+retry=0".into(),
+    ])
+    .args(args);
     let out = run_bounded(cmd, Duration::from_secs(20));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -49,17 +67,29 @@ fn check_records(port: u16, transport: &str) {
         kdig(port, &args)
     };
     let a = ask(&["a.test", "A", "+short"]);
-    assert!(a.contains("192.0.2.1") && a.contains("192.0.2.2"), "{transport} A: {a}");
+    assert!(
+        a.contains("192.0.2.1") && a.contains("192.0.2.2"),
+        "{transport} A: {a}"
+    );
     assert!(ask(&["a.test", "AAAA", "+short"]).contains("2001:db8::1"));
     // unbound answers a local-data CNAME without chasing it inside a static zone.
     let cname = ask(&["www.test", "A"]);
-    assert!(cname.contains("CNAME") && cname.contains("a.test."), "{cname}");
+    assert!(
+        cname.contains("CNAME") && cname.contains("a.test."),
+        "{cname}"
+    );
     assert!(ask(&["mx.test", "MX", "+short"]).contains("10 mail.test."));
     assert!(ask(&["txt.test", "TXT", "+short"]).contains("hello dnsward"));
     let nx = ask(&["nope.test", "A"]);
-    assert!(nx.contains("status: NXDOMAIN") && nx.contains("SOA"), "{nx}");
+    assert!(
+        nx.contains("status: NXDOMAIN") && nx.contains("SOA"),
+        "{nx}"
+    );
     let nodata = ask(&["txt.test", "AAAA"]);
-    assert!(nodata.contains("status: NOERROR") && nodata.contains("ANSWER: 0"), "{nodata}");
+    assert!(
+        nodata.contains("status: NOERROR") && nodata.contains("ANSWER: 0"),
+        "{nodata}"
+    );
 }
 
 fn end_to_end(scheme: &str) {
@@ -100,15 +130,32 @@ fn query_command_prints_the_answer_dig_style() {
         format!("https://localhost:{https}/dns-query#127.0.0.1"),
     ] {
         let mut cmd = dnsward();
-        cmd.args(["query", "www.test", "A", "--upstream", &upstream, "--ca-file"])
-            .arg(root().join("certs/ca.pem"));
+        cmd.args([
+            "query",
+            "www.test",
+            "A",
+            "--upstream",
+            &upstream,
+            "--ca-file",
+        ])
+        .arg(root().join("certs/ca.pem"));
         let out = run_bounded(cmd, Duration::from_secs(20));
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(stdout.contains("status: NOERROR"), "{stdout}");
         assert!(stdout.contains(";; ANSWER SECTION:"), "{stdout}");
-        assert!(stdout.contains("www.test.\t300\tIN\tCNAME\ta.test."), "{stdout}");
-        assert!(stdout.contains(&format!(";; SERVER: {upstream}")), "{stdout}");
+        assert!(
+            stdout.contains("www.test.\t300\tIN\tCNAME\ta.test."),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains(&format!(";; SERVER: {upstream}")),
+            "{stdout}"
+        );
     }
 }
 
@@ -120,11 +167,20 @@ fn wrong_certificate_name_is_refused_by_the_query_command() {
     let (_unbound, _plain, tls, _https) = start_unbound("unbound-wrongname");
     // unbound's certificate is for localhost; ask for another name at the same address.
     let mut cmd = dnsward();
-    cmd.args(["query", "a.test", "--upstream", &format!("tls://wrong.invalid:{tls}#127.0.0.1"), "--ca-file"])
-        .arg(root().join("certs/ca.pem"));
+    cmd.args([
+        "query",
+        "a.test",
+        "--upstream",
+        &format!("tls://wrong.invalid:{tls}#127.0.0.1"),
+        "--ca-file",
+    ])
+    .arg(root().join("certs/ca.pem"));
     let out = run_bounded(cmd, Duration::from_secs(20));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("TLS handshake") && stderr.contains("certificate"), "{stderr}");
+    assert!(
+        stderr.contains("TLS handshake") && stderr.contains("certificate"),
+        "{stderr}"
+    );
     assert!(out.stdout.is_empty(), "no answer printed");
 }

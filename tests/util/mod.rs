@@ -19,7 +19,9 @@ pub fn dnsward() -> Command {
 
 /// Runs a command to completion with a time bound, returning its output.
 pub fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn");
     let started = Instant::now();
     loop {
@@ -143,7 +145,10 @@ impl Drop for Daemon {
 pub fn wait_for_tcp(addr: SocketAddr, limit: Duration) {
     let started = Instant::now();
     while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(started.elapsed() < limit, "{addr} did not start listening within {limit:?}");
+        assert!(
+            started.elapsed() < limit,
+            "{addr} did not start listening within {limit:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
