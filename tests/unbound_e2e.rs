@@ -49,7 +49,7 @@ fn start_dnsward(upstream: &str, tag: &str) -> (Daemon, u16) {
 fn kdig(port: u16, args: &[&str]) -> String {
     let mut cmd = std::process::Command::new("kdig");
     cmd.args([
-        format!("@127.0.0.1"),
+        "@127.0.0.1".to_string(),
         format!("-p{port}"),
         "+time=5".into(),
         "+retry=0".into(),
