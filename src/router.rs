@@ -79,6 +79,8 @@ struct Health {
     healthy: bool,
     /// Smoothed round-trip time in microseconds; `None` until measured.
     srtt_us: Option<f64>,
+    /// When `srtt_us` was last updated.
+    measured_at: Instant,
     /// Consecutive failures.
     failures: u32,
     /// When the background prober may next try it.
@@ -114,8 +116,20 @@ pub struct Router {
 
 /// Weight of a new RTT sample in the smoothed RTT (as TCP's SRTT, RFC 6298 uses 1/8).
 const SRTT_GAIN: f64 = 0.25;
-/// Unused upstreams' SRTT decays by this factor per query, so they get re-measured.
-const SRTT_DECAY: f64 = 0.98;
+/// An upstream's SRTT counts half as much after this long without a new sample, so an upstream
+/// that was once slow is eventually tried (and measured) again.
+const SRTT_HALF_LIFE: Duration = Duration::from_secs(10);
+
+impl Health {
+    /// The SRTT used for ordering: the measured one, decayed by the time since it was measured.
+    fn effective_srtt(&self, now: Instant) -> Option<f64> {
+        let age = now
+            .saturating_duration_since(self.measured_at)
+            .as_secs_f64();
+        self.srtt_us
+            .map(|s| s * 0.5f64.powf(age / SRTT_HALF_LIFE.as_secs_f64()))
+    }
+}
 
 impl Router {
     /// A router over `upstreams`.
@@ -128,6 +142,7 @@ impl Router {
                 health: Mutex::new(Health {
                     healthy: true,
                     srtt_us: None,
+                    measured_at: now,
                     failures: 0,
                     next_probe: now,
                 }),
@@ -226,12 +241,13 @@ impl Router {
 
     /// Upstream indices in the order to try them.
     fn order(&self) -> Vec<usize> {
+        let now = Instant::now();
         let mut healthy = Vec::with_capacity(self.slots.len());
         let mut unhealthy = Vec::new();
         for (i, slot) in self.slots.iter().enumerate() {
             let h = slot.health();
             if h.healthy {
-                healthy.push((i, h.srtt_us));
+                healthy.push((i, h.effective_srtt(now)));
             } else {
                 unhealthy.push((i, h.next_probe));
             }
@@ -244,14 +260,6 @@ impl Router {
                 (Some(_), None) => std::cmp::Ordering::Greater,
                 (Some(x), Some(y)) => x.total_cmp(&y),
             });
-            // Let the others' SRTT drift down so a once-slow upstream is tried again later.
-            for &(i, _) in healthy.iter().skip(1) {
-                let mut h = self.slots[i]
-                    .health
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                h.srtt_us = h.srtt_us.map(|s| s * SRTT_DECAY);
-            }
         }
         // Among unhealthy upstreams, the one due for a probe soonest is likeliest to be back.
         unhealthy.sort_by_key(|&(_, due)| due);
@@ -266,10 +274,12 @@ impl Router {
         let slot = &self.slots[index];
         let mut h = slot.health.lock().unwrap_or_else(|e| e.into_inner());
         let sample = rtt.as_micros() as f64;
-        h.srtt_us = Some(match h.srtt_us {
+        let now = Instant::now();
+        h.srtt_us = Some(match h.effective_srtt(now) {
             Some(s) => s + SRTT_GAIN * (sample - s),
             None => sample,
         });
+        h.measured_at = now;
         if !h.healthy {
             info!(upstream = %slot.upstream.spec(), "upstream is healthy again");
         }

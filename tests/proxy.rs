@@ -554,3 +554,68 @@ async fn shuts_down_cleanly() {
         .is_none()
     );
 }
+
+#[tokio::test]
+async fn fastest_strategy_prefers_the_quicker_upstream() {
+    let slow_zone = zone().delay("a.test", Duration::from_millis(120));
+    let slow = FakeUpstream::dot(slow_zone, Behavior::Answer).await;
+    let fast = FakeUpstream::dot(zone(), Behavior::Answer).await;
+    let proxy = start_proxy(&[slow.url(), fast.url()]).await;
+    // Distinct types so every query misses the cache.
+    let types = [
+        RecordType::A,
+        RecordType::AAAA,
+        RecordType::MX,
+        RecordType::TXT,
+        RecordType::NS,
+        RecordType::SOA,
+        RecordType::PTR,
+        RecordType::SRV,
+        RecordType::CAA,
+        RecordType::HINFO,
+    ];
+    for t in types {
+        udp(proxy.addr, &query("a.test", t)).await;
+    }
+    // The first two queries measure both; after that the fast one takes (nearly) everything.
+    assert!(
+        slow.query_count() <= 2,
+        "slow upstream got {} queries",
+        slow.query_count()
+    );
+    assert!(
+        fast.query_count() >= 8,
+        "fast upstream got {} queries",
+        fast.query_count()
+    );
+    let status = proxy.resolver.router().status();
+    assert!(status[0].srtt.unwrap() > status[1].srtt.unwrap());
+}
+
+#[tokio::test]
+async fn upstream_names_without_addresses_are_resolved_through_bootstrap() {
+    let upstream = FakeUpstream::dot(zone(), Behavior::Answer).await;
+    // The certificate is for dns.test; the bootstrap server says where dns.test is.
+    let bootstrap = PlainDns::start(Zone::new().record("dns.test. 120 IN A 127.0.0.1")).await;
+    let url = format!("tls://dns.test:{}", upstream.addr().port());
+    let proxy = start_proxy_with(&[url], |s| s.bootstrap = vec![bootstrap.addr]).await;
+    let got = udp(proxy.addr, &query("a.test", RecordType::A)).await;
+    assert_eq!(got.answers.len(), 2);
+    assert_eq!(bootstrap.query_count(), 2, "one A and one AAAA lookup");
+    udp(proxy.addr, &query("mx.test", RecordType::MX)).await;
+    assert_eq!(
+        bootstrap.query_count(),
+        2,
+        "the lookup is reused while its TTL lasts"
+    );
+}
+
+#[tokio::test]
+async fn no_bootstrap_and_no_addresses_is_servfail_not_a_plaintext_lookup() {
+    let proxy = start_proxy_with(&["tls://dns.test:853".to_string()], |s| {
+        s.bootstrap.clear();
+    })
+    .await;
+    let got = udp(proxy.addr, &query("a.test", RecordType::A)).await;
+    assert_eq!(got.metadata.response_code, ResponseCode::ServFail);
+}

@@ -10,11 +10,21 @@ use util::*;
 
 /// unbound on free loopback ports: (daemon, plain, tls, https).
 fn start_unbound(tag: &str) -> (Daemon, u16, u16, u16) {
+    start_unbound_with(tag, "")
+}
+
+/// As [`start_unbound`], with extra `server:` options.
+fn start_unbound_with(tag: &str, extra: &str) -> (Daemon, u16, u16, u16) {
     let dir = temp_dir(tag);
     let (plain, tls, https) = (free_port(), free_port(), free_port());
     let mut cmd = std::process::Command::new(root().join("scripts/unbound-upstream"));
     cmd.arg(&dir)
         .args([plain, tls, https].map(|p| p.to_string()));
+    if !extra.is_empty() {
+        let extra_file = dir.join("extra.conf");
+        std::fs::write(&extra_file, extra).unwrap();
+        cmd.arg(extra_file);
+    }
     let daemon = Daemon::spawn(cmd, &dir.join("unbound.log"));
     for port in [tls, https] {
         wait_for_tcp(
@@ -30,6 +40,7 @@ fn start_dnsward(upstream: &str, tag: &str) -> (Daemon, u16) {
     let port = free_port();
     let mut cmd = dnsward();
     cmd.args([
+        "-v",
         "run",
         "--listen",
         &format!("127.0.0.1:{port}"),
@@ -183,4 +194,46 @@ fn wrong_certificate_name_is_refused_by_the_query_command() {
         "{stderr}"
     );
     assert!(out.stdout.is_empty(), "no answer printed");
+}
+
+/// unbound closes idle client connections after 300 ms here; dnsward must notice and reconnect
+/// instead of failing the next query or marking the upstream dead.
+fn survives_server_idle_close(scheme: &str) {
+    if !require(&["unbound", "kdig"]) {
+        return;
+    }
+    let (_unbound, _plain, tls, https) =
+        start_unbound_with(&format!("idle-{scheme}"), "    tcp-idle-timeout: 300\n");
+    let upstream = match scheme {
+        "tls" => format!("tls://localhost:{tls}#127.0.0.1"),
+        _ => format!("https://localhost:{https}/dns-query#127.0.0.1"),
+    };
+    let (proxy, port) = start_dnsward(&upstream, &format!("dnsward-idle-{scheme}"));
+    for (round, name) in ["a.test", "mx.test", "txt.test"].iter().enumerate() {
+        let out = kdig(port, &[name, "ANY"]);
+        assert!(
+            out.contains("status: NOERROR"),
+            "round {round}: {out}\n{}",
+            proxy.log()
+        );
+        // Longer than unbound's idle timeout: the connection is gone before the next query.
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    let log = proxy.log();
+    assert!(!log.contains("marking unhealthy"), "{log}");
+    let connections = log.matches("connection established").count();
+    assert!(
+        connections >= 2,
+        "the server's idle close forced reconnects: {log}"
+    );
+}
+
+#[test]
+fn dot_reconnects_after_server_idle_close() {
+    survives_server_idle_close("tls");
+}
+
+#[test]
+fn doh_reconnects_after_server_idle_close() {
+    survives_server_idle_close("https");
 }

@@ -4,12 +4,14 @@
 
 pub mod client;
 pub mod fake_upstream;
+pub mod plain;
 pub mod proxy;
 pub mod tls;
 pub mod zone;
 
 pub use client::*;
 pub use fake_upstream::*;
+pub use plain::*;
 pub use proxy::*;
 pub use tls::*;
 pub use zone::*;
