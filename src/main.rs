@@ -1,5 +1,6 @@
 //! The `dnsward` command: parse flags, set up logging, run a subcommand, print errors once.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Instant;
@@ -15,7 +16,15 @@ use dnsward::listener::Sockets;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.verbose, cli.quiet);
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "warn",
+        // `query` prints every upstream's failure itself; its logs are only for -v.
+        (false, 0) if matches!(cli.command, Command::Query(_)) => "error",
+        (false, 0) => "info",
+        (false, 1) => "dnsward=debug,info",
+        (false, _) => "dnsward=trace,debug",
+    };
+    init_tracing(level);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -25,17 +34,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(verbose: u8, quiet: bool) {
-    let default = match (quiet, verbose) {
-        (true, _) => "warn",
-        (false, 0) => "info",
-        (false, 1) => "dnsward=debug,info",
-        (false, _) => "dnsward=trace,debug",
-    };
+fn init_tracing(default: &str) {
     let filter = EnvFilter::try_from_env("DNSWARD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 

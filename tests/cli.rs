@@ -147,3 +147,53 @@ fn the_shipped_example_config_is_valid() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("2 upstreams"));
 }
+
+/// The built-in public upstreams, exercised where they cannot be reached: inside a network
+/// namespace that holds only loopback. Nothing can leave the machine; every upstream fails at
+/// once, and the client must get SERVFAIL promptly on the default listeners.
+#[test]
+fn defaults_in_an_offline_namespace_give_prompt_servfail() {
+    let is_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if !is_root || !have("unshare") || !have("ip") || !require(&["kdig"]) {
+        eprintln!("SKIPPED: needs root, unshare, ip and kdig");
+        return;
+    }
+    let script = r#"
+        set -u
+        ip link set lo up
+        "$DNSWARD" query example.com A; echo "query-exit=$?"
+        "$DNSWARD" run & pid=$!
+        for i in $(seq 50); do kdig @127.0.0.1 +time=1 +retry=0 +tcp . SOA >/dev/null 2>&1 && break; sleep 0.1; done
+        start=$(date +%s%N)
+        kdig @127.0.0.1 +time=8 +retry=0 example.com A
+        kdig @::1 +time=8 +retry=0 example.com AAAA
+        echo "elapsed-ms=$(( ($(date +%s%N) - start) / 1000000 ))"
+        kill -TERM $pid; wait $pid; echo "run-exit=$?"
+    "#;
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["-n", "bash", "-c", script])
+        .env("DNSWARD", env!("CARGO_BIN_EXE_dnsward"));
+    let out = run_bounded(cmd, Duration::from_secs(60));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("query-exit=1"), "{stdout}\n{stderr}");
+    for url in dnsward::config::DEFAULT_UPSTREAMS {
+        assert!(stderr.contains(url), "{url} was tried: {stderr}");
+    }
+    assert_eq!(
+        stdout.matches("status: SERVFAIL").count(),
+        2,
+        "{stdout}\n{stderr}"
+    );
+    let elapsed: u64 = stdout
+        .split("elapsed-ms=")
+        .nth(1)
+        .and_then(|s| s.lines().next())
+        .and_then(|s| s.trim().parse().ok())
+        .expect("elapsed printed");
+    assert!(elapsed < 4000, "two SERVFAILs took {elapsed} ms");
+    assert!(stdout.contains("run-exit=0"), "{stdout}\n{stderr}");
+}
