@@ -13,6 +13,9 @@ use moka::sync::Cache as Moka;
 
 use crate::dns::{Answer, ClientQuery};
 
+/// Bytes of answer that count as one unit of cache size.
+pub const WEIGHT_UNIT: usize = 512;
+
 /// What identifies an answer in the cache.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Key {
@@ -104,10 +107,13 @@ impl Expiry<Key, Arc<Entry>> for ExpireWhenStale {
 }
 
 impl Cache {
-    /// A cache holding at most `max_entries` answers.
-    pub fn new(max_entries: u64, policy: TtlPolicy) -> Cache {
+    /// A cache holding at most `size` answers of up to [`WEIGHT_UNIT`] bytes; a larger answer
+    /// counts as several, so memory stays bounded by about `size` × 512 bytes of answers
+    /// whatever their sizes.
+    pub fn new(size: u64, policy: TtlPolicy) -> Cache {
         let entries = Moka::builder()
-            .max_capacity(max_entries)
+            .max_capacity(size)
+            .weigher(|_, entry: &Arc<Entry>| entry.answer.len().div_ceil(WEIGHT_UNIT).max(1) as u32)
             .expire_after(ExpireWhenStale)
             .build();
         Cache { entries, policy }
@@ -174,6 +180,12 @@ impl Cache {
     pub fn len(&self) -> u64 {
         self.entries.run_pending_tasks();
         self.entries.entry_count()
+    }
+
+    /// Total weight of the entries, in [`WEIGHT_UNIT`]s.
+    pub fn weight(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.weighted_size()
     }
 
     /// True if nothing is cached.
@@ -281,6 +293,28 @@ mod tests {
         assert_eq!(cache.served_ttl(&e, 3600, 4), 6);
         let pos = cache.insert(Key::of(&q), answer_for(&wire, 0, 3600, false), now);
         assert_eq!(pos.lifetime, 100);
+    }
+
+    #[test]
+    fn large_answers_weigh_more() {
+        // Regression (review #6): capacity counted entries, so big answers were unbounded.
+        let cache = Cache::new(100, TtlPolicy::default());
+        let now = Instant::now();
+        for i in 0..15 {
+            let wire = new_query(&format!("n{i}.test"), 16, false).unwrap();
+            let mut reply = wire[..wire.len() - 11].to_vec();
+            reply[2] |= 0x80;
+            reply[3] = 0x80;
+            reply[7] = 1;
+            reply[11] = 0;
+            reply.extend([0xc0, 12, 0, 16, 0, 1, 0, 0, 1, 0]);
+            reply.extend(5000u16.to_be_bytes());
+            reply.extend(std::iter::repeat_n(0u8, 5000));
+            let answer = Answer::new(&reply, &check_answer(&wire, &reply).unwrap());
+            cache.insert(Key::of(&read_query(&wire).unwrap()), answer, now);
+        }
+        assert!(cache.weight() <= 100, "weight {}", cache.weight());
+        assert!(cache.len() <= 10, "5 kB answers count as 10 units each");
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub const DEFAULT_UPSTREAMS: [&str; 5] = [
 /// Plain-DNS servers used only to look up upstream names given without addresses.
 pub const DEFAULT_BOOTSTRAP: [&str; 2] = ["9.9.9.9:53", "149.112.112.112:53"];
 
+/// Longest query deadline accepted; stub clients retry after a few seconds anyway.
+const MAX_QUERY_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A configuration problem, naming the key or file it concerns.
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -241,6 +244,12 @@ impl Settings {
             raw.query_timeout_ms,
             defaults.query_timeout,
         )?;
+        if query_timeout > MAX_QUERY_TIMEOUT {
+            return Err(invalid(
+                "query-timeout-ms",
+                "must be at most 60000 (clients give up long before)",
+            ));
+        }
         let attempt_timeout = millis(
             "attempt-timeout-ms",
             raw.attempt_timeout_ms,
@@ -267,6 +276,12 @@ impl Settings {
             )?,
             ..connect_defaults
         };
+        if connect.connect_timeout > query_timeout {
+            return Err(invalid(
+                "connect-timeout-ms",
+                "must not exceed query-timeout-ms",
+            ));
+        }
 
         let cache = raw.cache.unwrap_or_default();
         let ttl_defaults = TtlPolicy::default();
@@ -413,6 +428,11 @@ mod tests {
         assert!(err.to_string().starts_with("listen[0]:"), "{err}");
         let err = settings("query-timeout-ms = 0").unwrap_err();
         assert!(err.to_string().starts_with("query-timeout-ms:"), "{err}");
+        // Regression (review #13): a huge timeout overflowed `Instant + Duration`.
+        let err = settings("query-timeout-ms = 18446744073709551615").unwrap_err();
+        assert!(err.to_string().starts_with("query-timeout-ms:"), "{err}");
+        let err = settings("query-timeout-ms = 2000\nconnect-timeout-ms = 3000").unwrap_err();
+        assert!(err.to_string().starts_with("connect-timeout-ms:"), "{err}");
         let err = settings("[cache]\nmin-ttl = 10\nmax-ttl = 5").unwrap_err();
         assert!(err.to_string().starts_with("cache.min-ttl:"), "{err}");
         let err = settings("strategy = \"random\"").unwrap_err();

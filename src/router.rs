@@ -182,6 +182,7 @@ impl Router {
         let mut pending = FuturesUnordered::new();
         let mut started: Vec<(usize, Instant)> = Vec::new();
         let mut errors = Vec::new();
+        let mut servfail = None;
         let mut next = 0;
         let attempt = |index: usize| {
             let slot = &self.slots[index];
@@ -206,13 +207,17 @@ impl Router {
                         }
                         Err(error) => {
                             self.failed(index, &error);
+                            if let UpstreamError::ServFail(answer) = &error {
+                                servfail.get_or_insert((answer.clone(), index));
+                            }
                             errors.push((self.slots[index].upstream.spec().url.clone(), error));
                             if next < order.len() {
                                 pending.push(attempt(order[next]));
                                 started.push((order[next], Instant::now()));
                                 next += 1;
                             } else if pending.is_empty() {
-                                break Err(RouteError::AllFailed(errors));
+                                // Nobody did better than SERVFAIL: pass that answer on.
+                                break servfail.take().ok_or(RouteError::AllFailed(errors));
                             }
                         }
                     }
@@ -226,7 +231,7 @@ impl Router {
                 }
                 // Out of time: the client gets SERVFAIL now rather than a timeout.
                 _ = sleep_until(deadline) => {
-                    break Err(RouteError::Deadline(self.options.query_timeout));
+                    break servfail.take().ok_or(RouteError::Deadline(self.options.query_timeout));
                 }
             }
         };
@@ -289,6 +294,10 @@ impl Router {
 
     fn failed(&self, index: usize, error: &UpstreamError) {
         let slot = &self.slots[index];
+        if !error.counts_against_health() {
+            debug!(upstream = %slot.upstream.spec(), %error, "upstream could not help");
+            return;
+        }
         let mut h = slot.health.lock().unwrap_or_else(|e| e.into_inner());
         h.failures = h.failures.saturating_add(1);
         let backoff = self
@@ -336,7 +345,9 @@ impl Router {
                     let sent = Instant::now();
                     let limit = router.options.query_timeout;
                     match tokio::time::timeout(limit, slot.upstream.exchange(&probe)).await {
-                        Ok(Ok(_)) => router.succeeded(index, sent.elapsed()),
+                        Ok(Ok(_)) | Ok(Err(UpstreamError::ServFail(_))) => {
+                            router.succeeded(index, sent.elapsed())
+                        }
                         Ok(Err(e)) => router.failed(index, &e),
                         Err(_) => router.failed(index, &UpstreamError::Timeout),
                     }

@@ -619,3 +619,118 @@ async fn no_bootstrap_and_no_addresses_is_servfail_not_a_plaintext_lookup() {
     let got = udp(proxy.addr, &query("a.test", RecordType::A)).await;
     assert_eq!(got.metadata.response_code, ResponseCode::ServFail);
 }
+
+/// Regression (review #2): a client that pipelines queries and never reads its answers used
+/// to pin its connection slot forever, so with the slot limit reached nobody else got in.
+#[tokio::test]
+async fn a_client_that_never_reads_does_not_lock_out_others() {
+    use tokio::io::AsyncWriteExt;
+    let upstream = FakeUpstream::dot(zone(), Behavior::Answer).await;
+    let proxy = start_proxy_with(&[upstream.url()], |s| {
+        s.tcp.max_connections = 1;
+        s.tcp.idle_timeout = Duration::from_millis(300);
+    })
+    .await;
+    // Small socket buffers, so the hog's unread answers fill them quickly.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.set_send_buffer_size(4096).unwrap();
+    let mut hog = socket.connect(proxy.addr).await.unwrap();
+    // Header-only queries: each gets a FORMERR answer, which the hog never reads.
+    let mut burst = Vec::new();
+    for _ in 0..2_000 {
+        burst.extend([0, 12, 0xab, 0xcd, 0x01, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    }
+    // Write until the buffers are full and the proxy stops reading (bounded: 200 bursts).
+    let mut stuck = false;
+    for _ in 0..200 {
+        if tokio::time::timeout(Duration::from_millis(300), hog.write_all(&burst))
+            .await
+            .is_err()
+        {
+            stuck = true;
+            break;
+        }
+    }
+    assert!(
+        stuck,
+        "the proxy kept reading without its answers being read"
+    );
+    // The hog stays connected and silent; its slot must come free (a few idle timeouts once
+    // the proxy has worked through what it already read; generous for a loaded debug build).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let answer = loop {
+        let q = query("a.test", RecordType::A);
+        let attempt = async {
+            let mut s = tokio::net::TcpStream::connect(proxy.addr).await.ok()?;
+            write_framed(&mut s, &wire(&q)).await.ok()?;
+            tokio::time::timeout(Duration::from_secs(2), read_framed(&mut s))
+                .await
+                .ok()?
+                .ok()
+        };
+        if let Some(frame) = attempt.await {
+            break parse(&frame);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the hog still holds the only connection slot"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(answer.answers.len(), 2);
+    drop(hog);
+}
+
+/// Regression (review #11): an upstream answering SERVFAIL is asked no more for that query,
+/// but it is not marked dead (DNSSEC failures are SERVFAIL everywhere).
+#[tokio::test]
+async fn servfail_from_one_upstream_tries_the_next_without_marking_it_dead() {
+    let failing = FakeUpstream::dot(
+        zone()
+            .rcode("a.test", ResponseCode::ServFail)
+            .rcode("bogus.test", ResponseCode::ServFail),
+        Behavior::Answer,
+    )
+    .await;
+    let good = FakeUpstream::doh(
+        zone().rcode("bogus.test", ResponseCode::ServFail),
+        Behavior::Answer,
+    )
+    .await;
+    let proxy = start_proxy_with(&[failing.url(), good.url()], |s| {
+        s.router.strategy = dnsward::router::Strategy::Strict;
+    })
+    .await;
+    let got = udp(proxy.addr, &query("a.test", RecordType::A)).await;
+    assert_eq!(got.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(got.answers.len(), 2);
+    assert!(proxy.resolver.router().status()[0].healthy);
+    let bogus = udp(proxy.addr, &query("bogus.test", RecordType::A)).await;
+    assert_eq!(bogus.metadata.response_code, ResponseCode::ServFail);
+    assert_eq!((failing.query_count(), good.query_count()), (2, 2));
+}
+
+/// Regression (review #4): a DoT connection whose peer stops answering (but never closes)
+/// is abandoned after a stalled query, so the next query does not wait on it too.
+#[tokio::test]
+async fn a_dot_connection_that_stops_answering_is_replaced() {
+    let upstream = FakeUpstream::dot(zone(), Behavior::Hang).await;
+    let proxy = start_proxy_with(&[upstream.url()], |s| {
+        s.router.query_timeout = Duration::from_millis(2500);
+        s.router.attempt_timeout = Duration::from_millis(2500);
+    })
+    .await;
+    let stalled = udp(proxy.addr, &query("a.test", RecordType::A)).await;
+    assert_eq!(stalled.metadata.response_code, ResponseCode::ServFail);
+    assert_eq!(upstream.connection_count(), 1);
+    // From now on the server would answer on any connection, even the stalled one.
+    upstream.set_behavior(Behavior::Answer);
+    let got = udp(proxy.addr, &query("mx.test", RecordType::MX)).await;
+    assert_eq!(got.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(
+        upstream.connection_count(),
+        2,
+        "the stalled connection was replaced"
+    );
+}

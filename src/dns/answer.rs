@@ -58,10 +58,12 @@ pub struct Answer {
     question_end: usize,
     /// TTL field offsets and original TTLs of every record except OPT.
     ttls: Vec<(usize, u32)>,
-    /// The OPT record's span, when it is the last record (only then can it be cut cleanly).
-    trailing_opt: Option<Range<usize>>,
-    /// The OPT record's span wherever it is.
+    /// The OPT record's span (always in the additional section, owner root).
     opt: Option<Range<usize>>,
+    /// Where the OPT record starts and how many records run from it to the end. For a client
+    /// without EDNS all of them are cut: the OPT must go (RFC 6891 §7), and additional records
+    /// after it may be left out without harm, unlike moving bytes behind compression pointers.
+    opt_tail: Option<(usize, u16)>,
     /// RCODE from the header.
     rcode: u8,
     /// Cache lifetime derived from the records (RFC 2181 §5.2, RFC 2308 §5), before clamping.
@@ -79,20 +81,22 @@ impl Answer {
             .records
             .iter()
             .filter(|r| r.rtype != wire::TYPE_OPT)
-            .map(|r| (r.ttl_offset, r.ttl))
+            .map(|r| (r.ttl_offset, sane_ttl(r.ttl)))
             .collect();
         let opt = parsed
             .opt
             .map(|i| parsed.records[i].start..parsed.records[i].end);
-        let trailing_opt = opt.clone().filter(|o| o.end == wire.len());
+        let opt_tail = parsed
+            .opt
+            .map(|i| (parsed.records[i].start, (parsed.records.len() - i) as u16));
         let rcode = Header::of(wire).expect("checked").rcode();
         Answer {
             wire: wire.into(),
             name: question.name.clone(),
             question_end: question.end,
             ttls,
-            trailing_opt,
             opt,
+            opt_tail,
             rcode,
             natural_ttl: natural_ttl(wire, parsed, rcode),
         }
@@ -143,28 +147,38 @@ impl Answer {
         ttl: impl Fn(u32) -> u32,
         udp_limit: Option<usize>,
     ) -> Vec<u8> {
-        // RFC 6891 §7: no OPT in the answer to a query without one.
-        let cut = self.trailing_opt.clone().filter(|_| client.edns.is_none());
-        let keep = cut.as_ref().map_or(self.wire.len(), |o| o.start);
-        let mut out = self.wire[..keep].to_vec();
+        let cut = self.opt_tail.filter(|_| client.edns.is_none());
+        let keep = cut.map_or(self.wire.len(), |(start, _)| start);
+        let mut out = Vec::with_capacity(keep + 11);
+        out.extend_from_slice(&self.wire[..keep]);
         out[..2].copy_from_slice(&client.id.to_be_bytes());
         // Mirror the client's RD bit.
         out[2] = (out[2] & !0x01) | client.header().recursion_desired() as u8;
+        // RFC 6840 §5.8: AD only for clients that asked for it with AD or DO.
+        if !client.header().authentic_data() && !client.dnssec_ok() {
+            out[3] &= !0x20;
+        }
         // Restore the client's spelling of the name (same length: names matched ignoring case).
         out[self.name.clone()].copy_from_slice(client.name());
-        if cut.is_some() {
-            let arcount = Header::of(&out).expect("header").arcount() - 1;
-            out[10..12].copy_from_slice(&arcount.to_be_bytes());
-        }
         for &(offset, original) in &self.ttls {
             if offset < keep {
                 out[offset..offset + 4].copy_from_slice(&ttl(original).to_be_bytes());
             }
         }
-        if let Some(opt) = self.opt.clone().filter(|o| o.end <= keep) {
+        let mut arcount = Header::of(&out).expect("header").arcount();
+        if let Some((_, dropped)) = cut {
+            // RFC 6891 §7: no OPT in the answer to a query without one.
+            arcount = arcount.saturating_sub(dropped);
+        } else if let Some(opt) = &self.opt {
             // The payload size in an answer is the responder's: ours, not the upstream's.
+            // (The owner is the root, one byte, so CLASS sits at +3.)
             out[opt.start + 3..opt.start + 5].copy_from_slice(&EDNS_PAYLOAD.to_be_bytes());
+        } else if client.edns.is_some() {
+            // RFC 6891 §7: a query with OPT gets an answer with OPT.
+            push_opt(&mut out, 0, client.dnssec_ok());
+            arcount = arcount.saturating_add(1);
         }
+        out[10..12].copy_from_slice(&arcount.to_be_bytes());
         match udp_limit {
             Some(limit) if out.len() > limit => self.truncated(&out, client),
             _ => out,
@@ -204,7 +218,7 @@ fn natural_ttl(wire: &[u8], parsed: &Parsed, rcode: u8) -> Option<u32> {
             .filter(|r| r.rtype == wire::TYPE_SOA && r.rdata.len() >= 20)
             .map(|r| {
                 let m = &wire[r.rdata.end - 4..r.rdata.end];
-                r.ttl.min(u32::from_be_bytes([m[0], m[1], m[2], m[3]]))
+                sane_ttl(r.ttl).min(sane_ttl(u32::from_be_bytes([m[0], m[1], m[2], m[3]])))
             })
             .min();
     }
@@ -212,8 +226,13 @@ fn natural_ttl(wire: &[u8], parsed: &Parsed, rcode: u8) -> Option<u32> {
         .records
         .iter()
         .filter(|r| r.section != Section::Additional)
-        .map(|r| r.ttl)
+        .map(|r| sane_ttl(r.ttl))
         .min()
+}
+
+/// RFC 2181 §8: a TTL with the most significant bit set is treated as zero.
+fn sane_ttl(ttl: u32) -> u32 {
+    if ttl > i32::MAX as u32 { 0 } else { ttl }
 }
 
 #[cfg(test)]
@@ -362,5 +381,64 @@ mod tests {
         let servfail = response(&sent, 2, &[], Some((3600, 60)));
         let answer = Answer::new(&servfail, &check_answer(&sent, &servfail).unwrap());
         assert_eq!(answer.natural_ttl(), None);
+    }
+
+    #[test]
+    fn opt_followed_by_records_is_cut_with_them_for_non_edns_clients() {
+        // Regression (review #8): OPT first in the additional section, then a glue record.
+        let sent = new_query("a.test", 1, false).unwrap();
+        let mut reply = response(&sent, 0, &[(1, 300, &[192, 0, 2, 1])], None);
+        reply[11] = 2;
+        reply.extend([0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 9]);
+        let answer = Answer::new(&reply, &check_answer(&sent, &reply).unwrap());
+        let plain = client("a.test", 1, false);
+        let out = answer.render(&read_query(&plain).unwrap(), |t| t, None);
+        let p = wire::parse(&out).unwrap();
+        assert!(p.opt.is_none());
+        assert_eq!(Header::of(&out).unwrap().arcount(), 0);
+        assert_eq!(p.records.len(), 1);
+        let edns = client("a.test", 1, true);
+        let out = answer.render(&read_query(&edns).unwrap(), |t| t, None);
+        assert_eq!(wire::parse(&out).unwrap().records.len(), 3);
+    }
+
+    #[test]
+    fn edns_clients_get_an_opt_even_if_the_upstream_sent_none() {
+        let sent = new_query("a.test", 1, false).unwrap();
+        let mut reply = response(&sent, 0, &[(1, 300, &[192, 0, 2, 1])], None);
+        reply.truncate(reply.len() - 11);
+        reply[11] = 0;
+        let answer = Answer::new(&reply, &check_answer(&sent, &reply).unwrap());
+        let edns = client("a.test", 1, true);
+        let out = answer.render(&read_query(&edns).unwrap(), |t| t, None);
+        let p = wire::parse(&out).unwrap();
+        assert_eq!(p.edns().unwrap().udp_payload, EDNS_PAYLOAD);
+        assert_eq!(Header::of(&out).unwrap().arcount(), 1);
+    }
+
+    #[test]
+    fn ad_bit_only_for_clients_that_ask() {
+        let sent = new_query("a.test", 1, true).unwrap();
+        let mut reply = response(&sent, 0, &[(1, 300, &[192, 0, 2, 1])], None);
+        reply[3] |= 0x20;
+        let answer = Answer::new(&reply, &check_answer(&sent, &reply).unwrap());
+        let plain = client("a.test", 1, true);
+        let out = answer.render(&read_query(&plain).unwrap(), |t| t, None);
+        assert!(!Header::of(&out).unwrap().authentic_data());
+        let mut with_ad = client("a.test", 1, true);
+        with_ad[3] |= 0x20;
+        let out = answer.render(&read_query(&with_ad).unwrap(), |t| t, None);
+        assert!(Header::of(&out).unwrap().authentic_data());
+    }
+
+    #[test]
+    fn ttls_with_the_top_bit_set_count_as_zero() {
+        let sent = new_query("a.test", 1, false).unwrap();
+        let reply = response(&sent, 0, &[(1, 0x8000_0000, &[192, 0, 2, 1])], None);
+        let answer = Answer::new(&reply, &check_answer(&sent, &reply).unwrap());
+        assert_eq!(answer.natural_ttl(), Some(0));
+        let q = client("a.test", 1, false);
+        let out = answer.render(&read_query(&q).unwrap(), |t| t, None);
+        assert_eq!(wire::parse(&out).unwrap().records[0].ttl, 0);
     }
 }

@@ -54,6 +54,10 @@ pub enum WireError {
     /// More than one OPT record (RFC 6891 §6.1.1 requires FORMERR).
     #[error("more than one OPT record")]
     DuplicateOpt,
+    /// An OPT record outside the additional section, or with an owner other than the root
+    /// (RFC 6891 §6.1.1, §6.1.2).
+    #[error("misplaced OPT record")]
+    MisplacedOpt,
 }
 
 /// The section a record was found in.
@@ -240,6 +244,9 @@ pub fn parse(wire: &[u8]) -> Result<Parsed, WireError> {
                 if opt.is_some() {
                     return Err(WireError::DuplicateOpt);
                 }
+                if section != Section::Additional || wire[record.start] != 0 {
+                    return Err(WireError::MisplacedOpt);
+                }
                 opt = Some(records.len());
             }
             records.push(record);
@@ -291,12 +298,18 @@ fn read_record(wire: &[u8], start: usize, section: Section) -> Result<Record, Wi
     })
 }
 
+/// Most compression pointers followed in one name. A legitimate name has at most one pointer
+/// per label (127); the cap keeps a crafted chain of pointers from costing unbounded work.
+const MAX_POINTER_HOPS: usize = 128;
+
 /// Skips a (possibly compressed) name starting at `start`; returns the offset after it.
 ///
 /// Pointers must point strictly before the pointer itself, which rules out loops; the
-/// expanded name must fit in 255 octets. With `uncompressed`, any pointer is an error
-/// (the first question name has nothing before it to point to).
+/// expanded name must fit in 255 octets and follow at most [`MAX_POINTER_HOPS`] pointers.
+/// With `uncompressed`, any pointer is an error (the first question name has nothing before
+/// it to point to).
 pub fn skip_name(wire: &[u8], start: usize, uncompressed: bool) -> Result<usize, WireError> {
+    let mut hops = 0;
     let mut pos = start;
     let mut end = None; // offset after the name at its original position
     let mut length = 1usize; // the root label
@@ -319,7 +332,8 @@ pub fn skip_name(wire: &[u8], start: usize, uncompressed: bool) -> Result<usize,
                 }
                 let low = *wire.get(pos + 1).ok_or(WireError::Truncated("a name"))?;
                 let target = (((len & 0x3f) as usize) << 8) | low as usize;
-                if target >= pos {
+                hops += 1;
+                if target >= pos || hops > MAX_POINTER_HOPS {
                     return Err(WireError::BadPointer);
                 }
                 end.get_or_insert(pos + 2);
@@ -462,6 +476,44 @@ mod tests {
             wire.extend([0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 0]);
         }
         assert_eq!(parse(&wire).unwrap_err(), WireError::DuplicateOpt);
+    }
+
+    #[test]
+    fn opt_outside_additional_or_with_a_name_is_an_error() {
+        // Regression (review #1): an OPT in the answer section with ARCOUNT 0 made rendering
+        // for a non-EDNS client compute ARCOUNT - 1 from 0.
+        let mut wire = query("a.test", TYPE_A);
+        wire[2] |= 0x80;
+        wire[7] = 1;
+        wire.extend([0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(parse(&wire).unwrap_err(), WireError::MisplacedOpt);
+        // Regression (review #7): an OPT whose owner is a pointer, not the root.
+        let mut wire = query("a.test", TYPE_A);
+        wire[11] = 1;
+        wire.extend([0xc0, 12, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(parse(&wire).unwrap_err(), WireError::MisplacedOpt);
+    }
+
+    #[test]
+    fn long_pointer_chains_are_refused() {
+        // Regression (review #3): each hop is cheap but a chain of thousands is not.
+        let mut wire = query("a.test", TYPE_A);
+        let first = wire.len();
+        wire[7] = 1; // one answer whose RDATA is a chain of pointers, each to the one before
+        wire.extend([0xc0, 12, 0, 16, 0, 1, 0, 0, 0, 0]);
+        let hops = 300usize;
+        wire.extend(((hops * 2) as u16).to_be_bytes());
+        let chain_start = wire.len();
+        wire.extend([0xc0, 12]);
+        for i in 1..hops {
+            let target = chain_start + (i - 1) * 2;
+            wire.extend([0xc0 | (target >> 8) as u8, target as u8]);
+        }
+        assert!(parse(&wire).is_ok(), "RDATA is not interpreted");
+        let last = chain_start + (hops - 1) * 2;
+        assert_eq!(skip_name(&wire, last, false), Err(WireError::BadPointer));
+        assert!(skip_name(&wire, chain_start + 100, false).is_ok());
+        assert!(first < chain_start);
     }
 
     #[test]

@@ -81,26 +81,36 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
     let (answers, mut outbox) = mpsc::channel::<Vec<u8>>(limits.max_in_flight);
+    let idle = limits.idle_timeout;
     let writing = tokio::spawn(async move {
         while let Some(answer) = outbox.recv().await {
             let mut frame = Vec::with_capacity(answer.len() + 2);
             frame.extend((answer.len() as u16).to_be_bytes());
             frame.extend_from_slice(&answer);
-            if writer.write_all(&frame).await.is_err() {
+            // A client that stops reading its answers is cut off rather than allowed to
+            // pin this connection's tasks (and its connection slot) forever.
+            if !matches!(timeout(idle, writer.write_all(&frame)).await, Ok(Ok(()))) {
                 return;
             }
         }
-        let _ = writer.shutdown().await;
+        let _ = timeout(idle, writer.shutdown()).await;
     });
     let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
     loop {
         let message = tokio::select! {
             _ = shutdown.cancelled() => break,
-            message = read_message(&mut reader, limits.idle_timeout, &in_flight, limits.max_in_flight) => message,
+            // The writer gave up on this client.
+            _ = answers.closed() => break,
+            message = read_message(&mut reader, idle, &in_flight, limits.max_in_flight) => message,
         };
         let Some(message) = message else { break };
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            break;
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = answers.closed() => break,
+            permit = in_flight.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
         };
         let resolver = resolver.clone();
         let answers = answers.clone();

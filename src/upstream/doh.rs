@@ -4,7 +4,7 @@
 //! keeps answers cacheable by HTTP caches). HTTP/2 PINGs keep the connection honest: one that
 //! stops answering pings is closed by hyper and replaced on the next query.
 
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,10 +15,10 @@ use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
-use std::sync::Arc;
 use tracing::debug;
 
 use super::bootstrap::Endpoint;
+use super::slot::Slot;
 use super::{ConnectOptions, UpstreamError, UpstreamSpec, tls};
 
 /// The DoH media type (RFC 8484 §6).
@@ -35,7 +35,7 @@ pub struct DohClient {
     /// Absolute request URI (`https://host:port/path`), which gives `:authority` and `:path`.
     uri: Uri,
     /// Where to connect.
-    endpoint: Endpoint,
+    endpoint: Arc<Endpoint>,
     /// TLS settings with ALPN h2.
     tls: Arc<ClientConfig>,
     /// Name the certificate must match.
@@ -43,9 +43,7 @@ pub struct DohClient {
     /// Timeouts.
     options: ConnectOptions,
     /// The current connection's request handle (cheap to clone; all clones share the connection).
-    conn: Mutex<Option<SendRequest<Full<Bytes>>>>,
-    /// Held while connecting, so a burst of queries opens one connection, not many.
-    connecting: tokio::sync::Mutex<()>,
+    conn: Slot<SendRequest<Full<Bytes>>>,
 }
 
 impl DohClient {
@@ -67,12 +65,11 @@ impl DohClient {
             .unwrap_or_else(|_| Uri::from_static("https://invalid/"));
         DohClient {
             uri,
-            endpoint,
+            endpoint: Arc::new(endpoint),
             tls,
             server_name,
             options,
-            conn: Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(()),
+            conn: Slot::new(|s| !s.is_closed()),
         }
     }
 
@@ -80,10 +77,10 @@ impl DohClient {
     pub async fn exchange(&self, query: &[u8]) -> Result<Bytes, UpstreamError> {
         let body = Bytes::copy_from_slice(query);
         let (sender, fresh) = self.sender().await?;
-        match self.post(sender.clone(), body.clone()).await {
+        match self.post(sender, body.clone()).await {
             Err(e) if !fresh && e.is_stale_connection() => {
                 debug!(uri = %self.uri, error = %e, "DoH connection went stale; reconnecting");
-                self.forget();
+                self.conn.forget();
                 let (sender, _) = self.sender().await?;
                 self.post(sender, body).await
             }
@@ -126,54 +123,48 @@ impl DohClient {
 
     /// The live connection, or a new one; the flag says whether it was just opened.
     async fn sender(&self) -> Result<(SendRequest<Full<Bytes>>, bool), UpstreamError> {
-        if let Some(s) = self.current() {
-            return Ok((s, false));
-        }
-        let _guard = self.connecting.lock().await;
-        if let Some(s) = self.current() {
-            return Ok((s, false));
-        }
-        let sender = self.connect().await?;
-        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender.clone());
-        Ok((sender, true))
-    }
-
-    fn current(&self) -> Option<SendRequest<Full<Bytes>>> {
-        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        conn.as_ref().filter(|s| !s.is_closed()).cloned()
-    }
-
-    /// Drops the cached connection after a failure on it; the next query reconnects.
-    fn forget(&self) {
-        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    }
-
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, UpstreamError> {
-        let addrs = self.endpoint.addrs().await?;
-        let limit = self.options.connect_timeout;
-        let started = tokio::time::Instant::now();
-        let stream =
-            tls::connect(&addrs, self.tls.clone(), self.server_name.clone(), limit).await?;
-        if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
-            return Err(UpstreamError::NoHttp2);
-        }
-        let left = limit.saturating_sub(started.elapsed());
-        let handshake = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .keep_alive_interval(PING_INTERVAL)
-            .keep_alive_timeout(PING_TIMEOUT)
-            .keep_alive_while_idle(false)
-            .handshake(TokioIo::new(stream));
-        let (sender, connection) = tokio::time::timeout(left, handshake)
+        self.conn
+            .get_or_connect(connect(
+                self.uri.clone(),
+                self.endpoint.clone(),
+                self.tls.clone(),
+                self.server_name.clone(),
+                self.options.connect_timeout,
+            ))
             .await
-            .map_err(|_| UpstreamError::Timeout)??;
-        let uri = self.uri.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                debug!(%uri, error = %e, "DoH connection ended");
-            }
-        });
-        debug!(uri = %self.uri, "DoH connection established");
-        Ok(sender)
     }
+}
+
+/// Opens a TLS connection with ALPN h2 and performs the HTTP/2 handshake; a task drives it.
+async fn connect(
+    uri: Uri,
+    endpoint: Arc<Endpoint>,
+    tls: Arc<ClientConfig>,
+    server_name: ServerName<'static>,
+    limit: Duration,
+) -> Result<SendRequest<Full<Bytes>>, UpstreamError> {
+    let started = tokio::time::Instant::now();
+    let addrs = endpoint.addrs().await?;
+    let left = limit.saturating_sub(started.elapsed());
+    let stream = tls::connect(&addrs, tls, server_name, left).await?;
+    if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+        return Err(UpstreamError::NoHttp2);
+    }
+    let left = limit.saturating_sub(started.elapsed());
+    let handshake = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(PING_INTERVAL)
+        .keep_alive_timeout(PING_TIMEOUT)
+        .keep_alive_while_idle(false)
+        .handshake(TokioIo::new(stream));
+    let (sender, connection) = tokio::time::timeout(left, handshake)
+        .await
+        .map_err(|_| UpstreamError::Timeout)??;
+    debug!(%uri, "DoH connection established");
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            debug!(%uri, error = %e, "DoH connection ended");
+        }
+    });
+    Ok(sender)
 }

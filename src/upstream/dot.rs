@@ -15,19 +15,24 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Duration, Instant};
 use tokio_rustls::client::TlsStream;
 use tracing::debug;
 
 use super::bootstrap::Endpoint;
+use super::slot::Slot;
 use super::{ConnectOptions, UpstreamError, tls};
 
 /// Most queries outstanding on one connection.
 const MAX_IN_FLIGHT: usize = 1024;
+/// A query unanswered this long, with nothing at all read since it was sent, marks the
+/// connection as dead.
+const STALLED_AFTER: Duration = Duration::from_secs(2);
 
 /// A DoT client for one upstream.
 pub struct DotClient {
     /// Where to connect.
-    endpoint: Endpoint,
+    endpoint: Arc<Endpoint>,
     /// TLS settings.
     tls: Arc<ClientConfig>,
     /// Name the certificate must match.
@@ -35,9 +40,7 @@ pub struct DotClient {
     /// Timeouts.
     options: ConnectOptions,
     /// The current connection.
-    conn: Mutex<Option<Arc<Connection>>>,
-    /// Held while connecting, so a burst of queries opens one connection.
-    connecting: tokio::sync::Mutex<()>,
+    conn: Slot<Arc<Connection>>,
 }
 
 /// One pipelined TLS connection.
@@ -48,6 +51,8 @@ struct Connection {
     waiting: Mutex<Waiting>,
     /// Set once either task has stopped; the connection is then never reused.
     closed: AtomicBool,
+    /// When the last answer (or any frame) was read.
+    last_read: Mutex<Instant>,
 }
 
 struct Waiting {
@@ -89,16 +94,33 @@ impl Connection {
     }
 }
 
-/// Frees a query's ID when the query finishes or is cancelled.
+/// Frees a query's ID when the query finishes or is cancelled, and notices dead connections.
 struct Registration<'a> {
     conn: &'a Connection,
     id: u16,
+    /// When the query was handed to the writer.
+    sent: Instant,
+    /// Whether its answer arrived.
+    answered: bool,
 }
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
         let mut waiting = self.conn.waiting.lock().unwrap_or_else(|e| e.into_inner());
         waiting.by_id.remove(&self.id);
+        drop(waiting);
+        // A query abandoned after a long wait on a connection that has delivered nothing since
+        // it was sent: the peer is gone without a FIN (network change, NAT timeout, blackhole).
+        // Close it so the next query reconnects instead of waiting on it too.
+        let last_read = *self
+            .conn
+            .last_read
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !self.answered && self.sent.elapsed() >= STALLED_AFTER && last_read < self.sent {
+            debug!("DoT connection stalled; closing it");
+            self.conn.close();
+        }
     }
 }
 
@@ -111,12 +133,11 @@ impl DotClient {
         options: ConnectOptions,
     ) -> DotClient {
         DotClient {
-            endpoint,
+            endpoint: Arc::new(endpoint),
             tls,
             server_name,
             options,
-            conn: Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(()),
+            conn: Slot::new(|c| !c.is_closed()),
         }
     }
 
@@ -135,26 +156,20 @@ impl DotClient {
     }
 
     async fn connection(&self) -> Result<(Arc<Connection>, bool), UpstreamError> {
-        if let Some(c) = self.current() {
-            return Ok((c, false));
-        }
-        let _guard = self.connecting.lock().await;
-        if let Some(c) = self.current() {
-            return Ok((c, false));
-        }
-        let addrs = self.endpoint.addrs().await?;
-        let limit = self.options.connect_timeout;
-        let stream =
-            tls::connect(&addrs, self.tls.clone(), self.server_name.clone(), limit).await?;
-        let conn = spawn_connection(stream, self.options.idle_timeout);
-        debug!(server = ?self.server_name, "DoT connection established");
-        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
-        Ok((conn, true))
-    }
-
-    fn current(&self) -> Option<Arc<Connection>> {
-        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        conn.as_ref().filter(|c| !c.is_closed()).cloned()
+        let endpoint = self.endpoint.clone();
+        let tls = self.tls.clone();
+        let server_name = self.server_name.clone();
+        let options = self.options.clone();
+        self.conn
+            .get_or_connect(async move {
+                let started = Instant::now();
+                let addrs = endpoint.addrs().await?;
+                let left = options.connect_timeout.saturating_sub(started.elapsed());
+                let stream = tls::connect(&addrs, tls, server_name.clone(), left).await?;
+                debug!(server = ?server_name, "DoT connection established");
+                Ok(spawn_connection(stream, options.idle_timeout))
+            })
+            .await
     }
 }
 
@@ -164,7 +179,12 @@ async fn send(conn: &Connection, query: &[u8]) -> Result<Bytes, UpstreamError> {
         return Err(UpstreamError::TooLarge);
     }
     let (id, answer) = conn.register()?;
-    let _registration = Registration { conn, id };
+    let mut registration = Registration {
+        conn,
+        id,
+        sent: Instant::now(),
+        answered: false,
+    };
     let mut frame = Vec::with_capacity(query.len() + 2);
     frame.extend((query.len() as u16).to_be_bytes());
     frame.extend_from_slice(query);
@@ -173,10 +193,13 @@ async fn send(conn: &Connection, query: &[u8]) -> Result<Bytes, UpstreamError> {
         .send(frame)
         .await
         .map_err(|_| UpstreamError::Closed)?;
-    answer.await.map_err(|_| UpstreamError::Closed)
+    registration.sent = Instant::now();
+    let answer = answer.await.map_err(|_| UpstreamError::Closed)?;
+    registration.answered = true;
+    Ok(answer)
 }
 
-fn spawn_connection(stream: TlsStream<TcpStream>, idle: std::time::Duration) -> Arc<Connection> {
+fn spawn_connection(stream: TlsStream<TcpStream>, idle: Duration) -> Arc<Connection> {
     let (reader, writer) = tokio::io::split(stream);
     let (frames, queue) = mpsc::channel(256);
     let conn = Arc::new(Connection {
@@ -186,6 +209,7 @@ fn spawn_connection(stream: TlsStream<TcpStream>, idle: std::time::Duration) -> 
             next_id: rand::random(),
         }),
         closed: AtomicBool::new(false),
+        last_read: Mutex::new(Instant::now()),
     });
     let reading = tokio::spawn(read_answers(reader, conn.clone()));
     tokio::spawn(write_queries(writer, queue, conn.clone(), idle, reading));
@@ -199,7 +223,7 @@ async fn write_queries(
     mut writer: WriteHalf<TlsStream<TcpStream>>,
     mut queue: mpsc::Receiver<Vec<u8>>,
     conn: Arc<Connection>,
-    idle: std::time::Duration,
+    idle: Duration,
     reading: tokio::task::JoinHandle<()>,
 ) {
     loop {
@@ -231,8 +255,10 @@ async fn write_queries(
             break;
         }
     }
+    // Refuse further frames first, so no query can slip in after the final close.
+    queue.close();
     conn.close();
-    let _ = writer.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
     reading.abort();
 }
 
@@ -250,6 +276,7 @@ async fn read_answers(mut reader: ReadHalf<TlsStream<TcpStream>>, conn: Arc<Conn
             debug!(error = %e, "DoT connection closed mid-answer");
             break;
         }
+        *conn.last_read.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         if len < 2 {
             continue;
         }

@@ -7,6 +7,7 @@
 pub mod bootstrap;
 pub mod doh;
 pub mod dot;
+pub mod slot;
 pub mod tls;
 
 use std::fmt;
@@ -199,9 +200,20 @@ pub enum UpstreamError {
     /// The upstream answered REFUSED: it will not serve us, so ask another.
     #[error("upstream answered REFUSED")]
     Refused,
+    /// The upstream answered SERVFAIL. Another upstream may do better, but this one is alive
+    /// (a DNSSEC failure is SERVFAIL everywhere), so it is not held against its health. The
+    /// answer is kept to pass on if no upstream does better.
+    #[error("upstream answered SERVFAIL")]
+    ServFail(Bytes),
 }
 
 impl UpstreamError {
+    /// Whether this failure says the upstream is unwell (so it should be marked unhealthy),
+    /// as opposed to our own load or an answer that is valid but unhelpful.
+    pub fn counts_against_health(&self) -> bool {
+        !matches!(self, UpstreamError::Busy | UpstreamError::ServFail(_))
+    }
+
     /// True if the failure happened on a connection that may simply have gone stale
     /// (closed by the server while idle), so one retry on a fresh connection is worthwhile.
     pub fn is_stale_connection(&self) -> bool {
@@ -285,10 +297,11 @@ impl Upstream {
             Client::Dot(c) => c.exchange(query).await?,
         };
         check_answer(query, &answer)?;
-        if answer[3] & 0x0f == 5 {
-            return Err(UpstreamError::Refused);
+        match answer[3] & 0x0f {
+            2 => Err(UpstreamError::ServFail(answer)),
+            5 => Err(UpstreamError::Refused),
+            _ => Ok(answer),
         }
-        Ok(answer)
     }
 }
 

@@ -15,7 +15,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 use thiserror::Error;
 use tokio::net::TcpStream;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
@@ -97,37 +97,44 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsSetupError> {
     ServerName::try_from(host.to_string()).map_err(|_| TlsSetupError::ServerName(host.into()))
 }
 
-/// Connects to the first address that accepts within the time left, then completes the TLS
-/// handshake; the whole set-up is bounded by `limit`.
+/// Connects to the first address that accepts and completes a TLS handshake, within `limit`
+/// overall. Each address gets an equal share of the time left, so one that stalls cannot use
+/// up the budget of those after it; a TLS failure on one address moves on to the next too.
 pub async fn connect(
     addrs: &[SocketAddr],
     config: Arc<ClientConfig>,
     server_name: ServerName<'static>,
     limit: Duration,
 ) -> Result<TlsStream<TcpStream>, UpstreamError> {
-    let deadline = tokio::time::Instant::now() + limit;
+    let deadline = Instant::now() + limit;
     let mut last = None;
-    for &addr in addrs {
-        let tcp = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
-            Ok(Ok(tcp)) => tcp,
-            Ok(Err(source)) => {
-                last = Some(UpstreamError::Connect { addr, source });
-                continue;
-            }
-            Err(_) => return Err(UpstreamError::Timeout),
-        };
-        // Queries are small and latency-bound.
-        let _ = tcp.set_nodelay(true);
-        let connector = TlsConnector::from(config.clone());
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        return match timeout(left, connector.connect(server_name.clone(), tcp)).await {
-            Ok(Ok(tls)) => Ok(tls),
-            Ok(Err(source)) => Err(UpstreamError::Tls { addr, source }),
-            Err(_) => Err(UpstreamError::Timeout),
-        };
+    for (i, &addr) in addrs.iter().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let share = left / (addrs.len() - i) as u32;
+        match timeout(share, handshake(addr, config.clone(), server_name.clone())).await {
+            Ok(Ok(tls)) => return Ok(tls),
+            Ok(Err(e)) => last = Some(e),
+            Err(_) => last = Some(UpstreamError::Timeout),
+        }
     }
     Err(last.unwrap_or(UpstreamError::Connect {
         addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         source: io::Error::new(io::ErrorKind::AddrNotAvailable, "no address to connect to"),
     }))
+}
+
+async fn handshake(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+    server_name: ServerName<'static>,
+) -> Result<TlsStream<TcpStream>, UpstreamError> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|source| UpstreamError::Connect { addr, source })?;
+    // Queries are small and latency-bound.
+    let _ = tcp.set_nodelay(true);
+    TlsConnector::from(config)
+        .connect(server_name, tcp)
+        .await
+        .map_err(|source| UpstreamError::Tls { addr, source })
 }
