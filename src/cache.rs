@@ -6,6 +6,7 @@
 //! upstream's wire answer; freshness is decided against a `now` passed in, so tests are exact.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
@@ -65,6 +66,39 @@ impl Default for TtlPolicy {
     }
 }
 
+/// Serving expired answers when no upstream can answer (RFC 8767).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StalePolicy {
+    /// Whether expired answers may be served at all.
+    pub enabled: bool,
+    /// How long past its expiry an answer may still be served, in seconds.
+    pub max_stale: u32,
+    /// TTL given to a stale answer (RFC 8767 §4 recommends 30 s).
+    pub answer_ttl: u32,
+}
+
+impl Default for StalePolicy {
+    fn default() -> Self {
+        StalePolicy {
+            enabled: true,
+            // RFC 8767 §5 suggests a stale limit of one to three days.
+            max_stale: 86_400,
+            answer_ttl: 30,
+        }
+    }
+}
+
+/// What the cache holds for a key at a given time.
+#[derive(Debug)]
+pub enum Lookup {
+    /// A fresh answer.
+    Fresh(Arc<Entry>),
+    /// An expired answer that may be served if no upstream answers (RFC 8767).
+    Stale(Arc<Entry>),
+    /// Nothing usable.
+    Miss,
+}
+
 /// A cached answer.
 #[derive(Debug)]
 pub struct Entry {
@@ -74,9 +108,28 @@ pub struct Entry {
     pub stored: Instant,
     /// How long it is fresh, in seconds, after clamping.
     pub lifetime: u32,
+    /// Fresh hits so far: only answers asked for more than once are prefetched.
+    hits: AtomicU32,
+    /// Set once a prefetch of this entry has started, so it starts once.
+    prefetching: AtomicBool,
 }
 
+/// Entries with a shorter lifetime are not prefetched (they churn anyway).
+const PREFETCH_MIN_LIFETIME: u32 = 10;
+
 impl Entry {
+    /// Counts a fresh hit and says whether the entry should now be refreshed ahead of its
+    /// expiry: it has been asked for before, and under a tenth of its lifetime is left (as
+    /// unbound's prefetch). True at most once per entry.
+    pub fn hit_wants_prefetch(&self, now: Instant) -> bool {
+        let hits = self.hits.fetch_add(1, Ordering::Relaxed) + 1;
+        let left = self.lifetime.saturating_sub(self.age(now));
+        hits >= 2
+            && self.lifetime >= PREFETCH_MIN_LIFETIME
+            && left <= self.lifetime / 10
+            && !self.prefetching.swap(true, Ordering::Relaxed)
+    }
+
     /// Whole seconds since it was stored.
     pub fn age(&self, now: Instant) -> u32 {
         now.saturating_duration_since(self.stored).as_secs() as u32
@@ -95,14 +148,21 @@ pub struct Cache {
     entries: Moka<Key, Arc<Entry>>,
     /// TTL clamps.
     policy: TtlPolicy,
+    /// Serving expired answers.
+    stale: StalePolicy,
 }
 
-/// Tells moka when an entry can go: when it stops being fresh.
-struct ExpireWhenStale;
+/// Tells moka when an entry can go: when it can no longer be served, even stale.
+struct ExpireWhenUseless {
+    /// Seconds an entry stays after its lifetime (the stale window, or 0).
+    stale_window: u32,
+}
 
-impl Expiry<Key, Arc<Entry>> for ExpireWhenStale {
+impl Expiry<Key, Arc<Entry>> for ExpireWhenUseless {
     fn expire_after_create(&self, _: &Key, entry: &Arc<Entry>, _: Instant) -> Option<Duration> {
-        Some(Duration::from_secs(u64::from(entry.lifetime)))
+        Some(Duration::from_secs(
+            u64::from(entry.lifetime) + u64::from(self.stale_window),
+        ))
     }
 }
 
@@ -111,17 +171,45 @@ impl Cache {
     /// counts as several, so memory stays bounded by about `size` × 512 bytes of answers
     /// whatever their sizes.
     pub fn new(size: u64, policy: TtlPolicy) -> Cache {
+        Cache::with_stale(size, policy, StalePolicy::default())
+    }
+
+    /// As [`Cache::new`], with a serve-stale policy.
+    pub fn with_stale(size: u64, policy: TtlPolicy, stale: StalePolicy) -> Cache {
+        let stale_window = if stale.enabled { stale.max_stale } else { 0 };
         let entries = Moka::builder()
             .max_capacity(size)
             .weigher(|_, entry: &Arc<Entry>| entry.answer.len().div_ceil(WEIGHT_UNIT).max(1) as u32)
-            .expire_after(ExpireWhenStale)
+            .expire_after(ExpireWhenUseless { stale_window })
             .build();
-        Cache { entries, policy }
+        Cache {
+            entries,
+            policy,
+            stale,
+        }
     }
 
     /// The fresh entry for `key` at `now`, if any.
     pub fn get(&self, key: &Key, now: Instant) -> Option<Arc<Entry>> {
-        self.entries.get(key).filter(|e| e.is_fresh(now))
+        match self.lookup(key, now) {
+            Lookup::Fresh(entry) => Some(entry),
+            _ => None,
+        }
+    }
+
+    /// What the cache holds for `key` at `now`: fresh, stale-but-servable, or nothing.
+    pub fn lookup(&self, key: &Key, now: Instant) -> Lookup {
+        let Some(entry) = self.entries.get(key) else {
+            return Lookup::Miss;
+        };
+        let age = entry.age(now);
+        if age < entry.lifetime {
+            Lookup::Fresh(entry)
+        } else if self.stale.enabled && age - entry.lifetime < self.stale.max_stale {
+            Lookup::Stale(entry)
+        } else {
+            Lookup::Miss
+        }
     }
 
     /// Stores `answer` if it may be cached (RFC 2308 for negative answers; never SERVFAIL);
@@ -132,6 +220,8 @@ impl Cache {
             answer,
             stored: now,
             lifetime: lifetime.unwrap_or(0),
+            hits: AtomicU32::new(0),
+            prefetching: AtomicBool::new(false),
         });
         if lifetime.is_some_and(|l| l > 0) {
             self.entries.insert(key, entry.clone());
@@ -174,6 +264,18 @@ impl Cache {
         entry
             .answer
             .render(client, |ttl| self.served_ttl(entry, ttl, age), udp_limit)
+    }
+
+    /// Renders an expired `entry` for `client` with the stale TTL (RFC 8767 §4).
+    pub fn render_stale(
+        &self,
+        entry: &Entry,
+        client: &ClientQuery<'_>,
+        udp_limit: Option<usize>,
+    ) -> Vec<u8> {
+        entry
+            .answer
+            .render(client, |_| self.stale.answer_ttl, udp_limit)
     }
 
     /// Number of entries (approximate; moka applies writes lazily).
@@ -315,6 +417,62 @@ mod tests {
         }
         assert!(cache.weight() <= 100, "weight {}", cache.weight());
         assert!(cache.len() <= 10, "5 kB answers count as 10 units each");
+    }
+
+    #[test]
+    fn expired_answers_are_stale_until_the_stale_limit() {
+        let stale = StalePolicy {
+            enabled: true,
+            max_stale: 100,
+            answer_ttl: 30,
+        };
+        let cache = Cache::with_stale(100, TtlPolicy::default(), stale);
+        let wire = new_query("a.test", 1, false).unwrap();
+        let key = Key::of(&read_query(&wire).unwrap());
+        let t0 = Instant::now();
+        cache.insert(key.clone(), answer_for(&wire, 0, 60, false), t0);
+        let at = |s| t0 + Duration::from_secs(s);
+        assert!(matches!(cache.lookup(&key, at(59)), Lookup::Fresh(_)));
+        assert!(matches!(cache.lookup(&key, at(60)), Lookup::Stale(_)));
+        assert!(matches!(cache.lookup(&key, at(159)), Lookup::Stale(_)));
+        assert!(matches!(cache.lookup(&key, at(160)), Lookup::Miss));
+        let off = Cache::with_stale(
+            100,
+            TtlPolicy::default(),
+            StalePolicy {
+                enabled: false,
+                ..stale
+            },
+        );
+        off.insert(key.clone(), answer_for(&wire, 0, 60, false), t0);
+        assert!(matches!(off.lookup(&key, at(60)), Lookup::Miss));
+    }
+
+    #[test]
+    fn prefetch_only_popular_entries_near_expiry_and_once() {
+        let cache = Cache::new(100, TtlPolicy::default());
+        let wire = new_query("a.test", 1, false).unwrap();
+        let t0 = Instant::now();
+        let e = cache.insert(
+            Key::of(&read_query(&wire).unwrap()),
+            answer_for(&wire, 0, 100, false),
+            t0,
+        );
+        let at = |s| t0 + Duration::from_secs(s);
+        assert!(!e.hit_wants_prefetch(at(50)), "first hit, mid-life");
+        assert!(!e.hit_wants_prefetch(at(89)), "11 s of 100 left");
+        assert!(e.hit_wants_prefetch(at(91)), "popular and under 10% left");
+        assert!(!e.hit_wants_prefetch(at(92)), "only once");
+        let short = cache.insert(
+            Key::of(&read_query(&wire).unwrap()),
+            answer_for(&wire, 0, 5, false),
+            t0,
+        );
+        short.hit_wants_prefetch(at(1));
+        assert!(
+            !short.hit_wants_prefetch(at(4)),
+            "too short-lived to bother"
+        );
     }
 
     #[test]

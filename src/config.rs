@@ -12,8 +12,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::cache::TtlPolicy;
+use crate::cache::{StalePolicy, TtlPolicy};
 use crate::listener::tcp::TcpLimits;
+use crate::resolver::ResolverOptions;
 use crate::router::{RouterOptions, Strategy};
 use crate::upstream::{ConnectOptions, UpstreamSpec};
 
@@ -111,6 +112,16 @@ pub struct RawCache {
     pub max_ttl: Option<u32>,
     /// Maximum TTL in seconds for NXDOMAIN/NODATA.
     pub negative_max_ttl: Option<u32>,
+    /// Serve expired answers when no upstream answers (RFC 8767).
+    pub serve_stale: Option<bool>,
+    /// Seconds past expiry an answer may still be served.
+    pub stale_max_age: Option<u32>,
+    /// TTL of a stale answer, in seconds.
+    pub stale_answer_ttl: Option<u32>,
+    /// Milliseconds a client waits for a fresh answer before getting a stale one.
+    pub stale_answer_timeout_ms: Option<u64>,
+    /// Refresh popular answers shortly before they expire.
+    pub prefetch: Option<bool>,
 }
 
 /// `[tcp]`.
@@ -178,6 +189,10 @@ pub struct Settings {
     pub cache_size: u64,
     /// TTL clamps.
     pub ttl: TtlPolicy,
+    /// Serving expired answers.
+    pub stale: StalePolicy,
+    /// Prefetch and stale timing.
+    pub resolver: ResolverOptions,
     /// TCP limits.
     pub tcp: TcpLimits,
     /// UDP in-flight limit.
@@ -295,6 +310,21 @@ impl Settings {
         if ttl.min_ttl > ttl.max_ttl {
             return Err(invalid("cache.min-ttl", "must not exceed cache.max-ttl"));
         }
+        let stale_defaults = StalePolicy::default();
+        let stale = StalePolicy {
+            enabled: cache.serve_stale.unwrap_or(stale_defaults.enabled),
+            max_stale: cache.stale_max_age.unwrap_or(stale_defaults.max_stale),
+            answer_ttl: cache.stale_answer_ttl.unwrap_or(stale_defaults.answer_ttl),
+        };
+        let resolver_defaults = ResolverOptions::default();
+        let resolver = ResolverOptions {
+            prefetch: cache.prefetch.unwrap_or(resolver_defaults.prefetch),
+            stale_answer_timeout: millis(
+                "cache.stale-answer-timeout-ms",
+                cache.stale_answer_timeout_ms,
+                resolver_defaults.stale_answer_timeout,
+            )?,
+        };
 
         let tcp_raw = raw.tcp.unwrap_or_default();
         let tcp_defaults = TcpLimits::default();
@@ -326,6 +356,8 @@ impl Settings {
             connect,
             cache_size: cache.size.unwrap_or(10_000),
             ttl,
+            stale,
+            resolver,
             tcp,
             udp_max_in_flight: positive("udp-max-in-flight", raw.udp_max_in_flight, 1024)?,
         })

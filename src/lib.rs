@@ -78,8 +78,13 @@ pub fn build_router(settings: &Settings) -> Result<Router, SetupError> {
 /// Builds the query pipeline for `settings`, measuring cache age with `clock`.
 pub fn build_resolver(settings: &Settings, clock: Clock) -> Result<Arc<Resolver>, SetupError> {
     let router = Arc::new(build_router(settings)?);
-    let cache = Cache::new(settings.cache_size, settings.ttl);
-    Ok(Arc::new(Resolver::new(cache, router, clock)))
+    let cache = Cache::with_stale(settings.cache_size, settings.ttl, settings.stale);
+    Ok(Arc::new(Resolver::new(
+        cache,
+        router,
+        clock,
+        settings.resolver,
+    )))
 }
 
 /// Serves `sockets` with `resolver` until `shutdown` completes.

@@ -58,12 +58,10 @@ pub struct Answer {
     question_end: usize,
     /// TTL field offsets and original TTLs of every record except OPT.
     ttls: Vec<(usize, u32)>,
-    /// The OPT record's span (always in the additional section, owner root).
-    opt: Option<Range<usize>>,
-    /// Where the OPT record starts and how many records run from it to the end. For a client
-    /// without EDNS all of them are cut: the OPT must go (RFC 6891 §7), and additional records
-    /// after it may be left out without harm, unlike moving bytes behind compression pointers.
-    opt_tail: Option<(usize, u16)>,
+    /// Where the OPT record starts. It is always the last record, 11 bytes, without options:
+    /// [`Answer::new`] rebuilds it so, so it can be cut for clients without EDNS and the
+    /// upstream's padding never reaches plaintext clients.
+    opt_start: Option<usize>,
     /// RCODE from the header.
     rcode: u8,
     /// Cache lifetime derived from the records (RFC 2181 §5.2, RFC 2308 §5), before clamping.
@@ -77,28 +75,45 @@ impl Answer {
             .question
             .as_ref()
             .expect("checked answers have a question");
-        let ttls = parsed
-            .records
+        let rcode = Header::of(wire).expect("checked").rcode();
+        let natural_ttl = natural_ttl(wire, parsed, rcode);
+        // Records kept as they are: all of them, or those before the OPT record. Additional
+        // records after an OPT (rare) are dropped rather than moved, since moving bytes would
+        // break compression pointers into them; additional data is optional (RFC 2181 §9).
+        let kept = parsed.opt.unwrap_or(parsed.records.len());
+        let ttls = parsed.records[..kept]
             .iter()
-            .filter(|r| r.rtype != wire::TYPE_OPT)
             .map(|r| (r.ttl_offset, sane_ttl(r.ttl)))
             .collect();
-        let opt = parsed
-            .opt
-            .map(|i| parsed.records[i].start..parsed.records[i].end);
-        let opt_tail = parsed
-            .opt
-            .map(|i| (parsed.records[i].start, (parsed.records.len() - i) as u16));
-        let rcode = Header::of(wire).expect("checked").rcode();
+        let (stored, opt_start) = match parsed.opt {
+            None => (wire.to_vec(), None),
+            Some(i) => {
+                let opt = &parsed.records[i];
+                let mut stored = wire[..opt.start].to_vec();
+                let flags = &wire[opt.ttl_offset..opt.ttl_offset + 4];
+                // A minimal OPT: root owner, our payload size, the upstream's extended RCODE,
+                // version and flags, no options (padding, cookies, NSID stay upstream).
+                stored.push(0);
+                stored.extend(wire::TYPE_OPT.to_be_bytes());
+                stored.extend(EDNS_PAYLOAD.to_be_bytes());
+                stored.extend_from_slice(flags);
+                stored.extend([0, 0]);
+                let additional_before = parsed.records[..i]
+                    .iter()
+                    .filter(|r| r.section == Section::Additional)
+                    .count() as u16;
+                stored[10..12].copy_from_slice(&(additional_before + 1).to_be_bytes());
+                (stored, Some(opt.start))
+            }
+        };
         Answer {
-            wire: wire.into(),
+            wire: stored.into(),
             name: question.name.clone(),
             question_end: question.end,
             ttls,
-            opt,
-            opt_tail,
+            opt_start,
             rcode,
-            natural_ttl: natural_ttl(wire, parsed, rcode),
+            natural_ttl,
         }
     }
 
@@ -147,8 +162,9 @@ impl Answer {
         ttl: impl Fn(u32) -> u32,
         udp_limit: Option<usize>,
     ) -> Vec<u8> {
-        let cut = self.opt_tail.filter(|_| client.edns.is_none());
-        let keep = cut.map_or(self.wire.len(), |(start, _)| start);
+        // RFC 6891 §7: no OPT in the answer to a query without one.
+        let cut = self.opt_start.filter(|_| client.edns.is_none());
+        let keep = cut.unwrap_or(self.wire.len());
         let mut out = Vec::with_capacity(keep + 11);
         out.extend_from_slice(&self.wire[..keep]);
         out[..2].copy_from_slice(&client.id.to_be_bytes());
@@ -161,19 +177,12 @@ impl Answer {
         // Restore the client's spelling of the name (same length: names matched ignoring case).
         out[self.name.clone()].copy_from_slice(client.name());
         for &(offset, original) in &self.ttls {
-            if offset < keep {
-                out[offset..offset + 4].copy_from_slice(&ttl(original).to_be_bytes());
-            }
+            out[offset..offset + 4].copy_from_slice(&ttl(original).to_be_bytes());
         }
         let mut arcount = Header::of(&out).expect("header").arcount();
-        if let Some((_, dropped)) = cut {
-            // RFC 6891 §7: no OPT in the answer to a query without one.
-            arcount = arcount.saturating_sub(dropped);
-        } else if let Some(opt) = &self.opt {
-            // The payload size in an answer is the responder's: ours, not the upstream's.
-            // (The owner is the root, one byte, so CLASS sits at +3.)
-            out[opt.start + 3..opt.start + 5].copy_from_slice(&EDNS_PAYLOAD.to_be_bytes());
-        } else if client.edns.is_some() {
+        if cut.is_some() {
+            arcount = arcount.saturating_sub(1);
+        } else if self.opt_start.is_none() && client.edns.is_some() {
             // RFC 6891 §7: a query with OPT gets an answer with OPT.
             push_opt(&mut out, 0, client.dnssec_ok());
             arcount = arcount.saturating_add(1);
@@ -192,8 +201,8 @@ impl Answer {
         out[6..10].fill(0);
         out[10..12].copy_from_slice(&u16::from(client.edns.is_some()).to_be_bytes());
         if client.edns.is_some() {
-            let parsed = self.opt.as_ref().and_then(|o| {
-                let ttl_at = o.start + 5;
+            let parsed = self.opt_start.and_then(|start| {
+                let ttl_at = start + 5;
                 self.wire
                     .get(ttl_at..ttl_at + 3)
                     .map(|t| (t[0], t[2] & 0x80 != 0))
@@ -397,9 +406,32 @@ mod tests {
         assert!(p.opt.is_none());
         assert_eq!(Header::of(&out).unwrap().arcount(), 0);
         assert_eq!(p.records.len(), 1);
+        // Additional records after an OPT are dropped when the answer is stored.
         let edns = client("a.test", 1, true);
         let out = answer.render(&read_query(&edns).unwrap(), |t| t, None);
-        assert_eq!(wire::parse(&out).unwrap().records.len(), 3);
+        let p = wire::parse(&out).unwrap();
+        assert_eq!(p.records.len(), 2);
+        assert_eq!(p.opt, Some(1));
+    }
+
+    #[test]
+    fn the_upstreams_edns_options_are_not_passed_on() {
+        // An upstream pads its answer (RFC 8467): 400 bytes of padding option 12.
+        let sent = new_query("a.test", 1, true).unwrap();
+        let mut reply = response(&sent, 0, &[(1, 300, &[192, 0, 2, 1])], None);
+        let n = reply.len();
+        reply[n - 4] = 0x80; // DO
+        reply[n - 2..].copy_from_slice(&404u16.to_be_bytes());
+        reply.extend([0, 12, 1, 144]);
+        reply.extend([0u8; 400]);
+        let answer = Answer::new(&reply, &check_answer(&sent, &reply).unwrap());
+        let q = client("a.test", 7, true);
+        let out = answer.render(&read_query(&q).unwrap(), |t| t, None);
+        let p = wire::parse(&out).unwrap();
+        let opt = &p.records[p.opt.unwrap()];
+        assert!(opt.rdata.is_empty(), "padding stripped");
+        assert!(p.edns().unwrap().dnssec_ok, "flags kept");
+        assert!(out.len() < 100);
     }
 
     #[test]

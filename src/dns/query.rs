@@ -196,6 +196,41 @@ pub fn push_opt(out: &mut Vec<u8>, ext_rcode: u8, dnssec_ok: bool) {
     out.extend([0, 0]);
 }
 
+/// Queries sent over encrypted transports are padded to a multiple of this (RFC 8467 §4.1).
+pub const PADDING_BLOCK: usize = 128;
+/// EDNS option code of Padding (RFC 7830 §3).
+const OPTION_PADDING: u16 = 12;
+
+/// `query` with an EDNS(0) Padding option (RFC 7830) bringing its length to a multiple of
+/// [`PADDING_BLOCK`] (RFC 8467 block-length padding), so an observer of the encrypted stream
+/// learns little from its size. Only for encrypted transports (RFC 7830 §6). A query whose
+/// OPT record is not its last record is returned unpadded rather than rewritten.
+pub fn padded(query: &[u8]) -> Vec<u8> {
+    let Ok(parsed) = wire::parse(query) else {
+        return query.to_vec();
+    };
+    let mut out = Vec::with_capacity(query.len() + PADDING_BLOCK);
+    out.extend_from_slice(query);
+    let rdlength_at = match parsed.opt.map(|i| &parsed.records[i]) {
+        Some(opt) if opt.end == query.len() => opt.rdata.start - 2,
+        Some(_) => return out,
+        None => {
+            let arcount = Header::of(query).expect("parsed").arcount();
+            out[10..12].copy_from_slice(&arcount.saturating_add(1).to_be_bytes());
+            push_opt(&mut out, 0, false);
+            out.len() - 2
+        }
+    };
+    let unpadded = out.len() + 4;
+    let pad = (PADDING_BLOCK - unpadded % PADDING_BLOCK) % PADDING_BLOCK;
+    let rdlength = u16::from_be_bytes([out[rdlength_at], out[rdlength_at + 1]]) as usize + 4 + pad;
+    out[rdlength_at..rdlength_at + 2].copy_from_slice(&(rdlength as u16).to_be_bytes());
+    out.extend(OPTION_PADDING.to_be_bytes());
+    out.extend((pad as u16).to_be_bytes());
+    out.resize(out.len() + pad, 0);
+    out
+}
+
 /// Parses `wire` and returns its framing error, if any (used by tests and fuzzing).
 pub fn framing_error(wire: &[u8]) -> Option<WireError> {
     wire::parse(wire).err()
@@ -284,6 +319,35 @@ mod tests {
             panic!("no answer")
         };
         assert_eq!(Header::of(&a).unwrap().rcode(), 1);
+    }
+
+    #[test]
+    fn padding_fills_to_the_block_length() {
+        for name in [
+            "a.test",
+            "a-much-longer-name.with.several.labels.example",
+            &"x".repeat(60),
+        ] {
+            let query = new_query(name, 1, true).unwrap();
+            let out = padded(&query);
+            assert_eq!(out.len() % PADDING_BLOCK, 0, "{name}");
+            let parsed = wire::parse(&out).unwrap();
+            let opt = &parsed.records[parsed.opt.unwrap()];
+            assert_eq!(&out[opt.rdata.start..opt.rdata.start + 2], &[0, 12]);
+            assert!(parsed.edns().unwrap().dnssec_ok, "flags kept");
+            assert_eq!(
+                &out[..query.len() - 2],
+                &query[..query.len() - 2],
+                "only rdlength and the option change"
+            );
+        }
+        // Without an OPT, one is added.
+        let mut plain = new_query("a.test", 1, false).unwrap();
+        plain.truncate(plain.len() - 11);
+        plain[11] = 0;
+        let out = padded(&plain);
+        assert_eq!(out.len() % PADDING_BLOCK, 0);
+        assert_eq!(Header::of(&out).unwrap().arcount(), 1);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use tracing::debug;
 use super::bootstrap::Endpoint;
 use super::slot::Slot;
 use super::{ConnectOptions, UpstreamError, UpstreamSpec, tls};
+use crate::dns::query::padded;
 
 /// The DoH media type (RFC 8484 §6).
 const DNS_MESSAGE: &str = "application/dns-message";
@@ -75,7 +76,7 @@ impl DohClient {
 
     /// Sends one query, retrying once on a fresh connection if a reused one turned out stale.
     pub async fn exchange(&self, query: &[u8]) -> Result<Bytes, UpstreamError> {
-        let body = Bytes::copy_from_slice(query);
+        let body = Bytes::from(padded(query));
         let (sender, fresh) = self.sender().await?;
         match self.post(sender, body.clone()).await {
             Err(e) if !fresh && e.is_stale_connection() => {

@@ -22,6 +22,7 @@ use tracing::debug;
 use super::bootstrap::Endpoint;
 use super::slot::Slot;
 use super::{ConnectOptions, UpstreamError, tls};
+use crate::dns::query::padded;
 
 /// Most queries outstanding on one connection.
 const MAX_IN_FLIGHT: usize = 1024;
@@ -143,6 +144,7 @@ impl DotClient {
 
     /// Sends one query, retrying once on a fresh connection if a reused one turned out stale.
     pub async fn exchange(&self, query: &[u8]) -> Result<Bytes, UpstreamError> {
+        let query = &padded(query);
         let (conn, fresh) = self.connection().await?;
         match send(&conn, query).await {
             Err(e) if !fresh && e.is_stale_connection() => {

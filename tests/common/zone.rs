@@ -76,6 +76,18 @@ impl Zone {
         self
     }
 
+    /// Adds a record of a type hickory cannot parse from text (e.g. RRSIG without its dnssec
+    /// feature): `rdata` is sent as is, as RFC 3597 unknown-type data.
+    pub fn opaque(mut self, owner: &str, ttl: u32, rtype: RecordType, rdata: &[u8]) -> Self {
+        let data = RData::Unknown {
+            code: rtype,
+            rdata: hickory_proto::rr::rdata::NULL::with(rdata.to_vec()),
+        };
+        self.records
+            .push(Record::from_rdata(name(owner), ttl, data));
+        self
+    }
+
     /// Adds several records, one per non-empty line (lines starting with ';' are comments).
     pub fn records(mut self, text: &str) -> Self {
         for line in text.lines() {
@@ -197,6 +209,15 @@ impl Zone {
                 .collect();
             if !matching.is_empty() {
                 resp.answers.extend(matching);
+                // With DO set, the signatures at the name come along (RFC 4035 §3.1.1).
+                let dnssec_ok = query.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+                if dnssec_ok && qtype != RecordType::RRSIG {
+                    resp.answers.extend(
+                        self.records_at(&current)
+                            .filter(|r| r.record_type() == RecordType::RRSIG)
+                            .cloned(),
+                    );
+                }
                 return resp;
             }
             let cname = self

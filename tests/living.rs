@@ -1,0 +1,212 @@
+//! What makes dnsward livable as a system resolver (issue: stale answers, prefetch, privacy on
+//! the wire, DNSSEC passthrough, local names, split DNS, connection health), in-process
+//! against fake upstreams on loopback.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{RData, RecordType};
+use tokio::time::Instant;
+
+fn zone() -> Zone {
+    Zone::new().records(
+        "test. 3600 IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60
+         a.test. 300 IN A 192.0.2.1
+         short.test. 60 IN A 192.0.2.60
+         mx.test. 300 IN MX 10 mail.test.",
+    )
+}
+
+/// Polls `cond` (bounded) while background work finishes.
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn stale_answers_are_served_while_upstreams_fail_and_not_after_the_limit() {
+    let upstream = FakeUpstream::dot(zone(), Behavior::Answer).await;
+    let proxy = start_proxy_with(&[upstream.url()], |s| {
+        s.stale.max_stale = 100;
+        s.router.query_timeout = Duration::from_millis(500);
+        s.router.attempt_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let q = query("short.test", RecordType::A);
+    assert_eq!(udp(proxy.addr, &q).await.answers[0].ttl, 60);
+    upstream.set_behavior(Behavior::CloseImmediately);
+    proxy.clock.advance(Duration::from_secs(61));
+    let stale = udp(proxy.addr, &q).await;
+    assert_eq!(stale.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(stale.answers.len(), 1);
+    assert_eq!(stale.answers[0].ttl, 30, "RFC 8767 stale TTL");
+    assert_eq!(stale.metadata.id, q.metadata.id);
+    // Past expiry + max staleness: SERVFAIL.
+    proxy.clock.advance(Duration::from_secs(100));
+    let gone = udp(proxy.addr, &q).await;
+    assert_eq!(gone.metadata.response_code, ResponseCode::ServFail);
+}
+
+#[tokio::test]
+async fn a_slow_upstream_gets_the_client_a_stale_answer_and_refreshes_the_cache_later() {
+    let z = zone().delay("short.test", Duration::from_millis(600));
+    let upstream = FakeUpstream::doh(z, Behavior::Answer).await;
+    let proxy = start_proxy_with(&[upstream.url()], |s| {
+        s.resolver.stale_answer_timeout = Duration::from_millis(200);
+    })
+    .await;
+    let q = query("short.test", RecordType::A);
+    udp(proxy.addr, &q).await;
+    proxy.clock.advance(Duration::from_secs(70));
+    let started = Instant::now();
+    let stale = udp(proxy.addr, &q).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(550),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(stale.answers[0].ttl, 30);
+    // The slow fetch still completes and refreshes the cache.
+    eventually("the late answer to be cached", || {
+        upstream.query_count() == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let fresh = udp(proxy.addr, &q).await;
+    assert_eq!(fresh.answers[0].ttl, 60, "refreshed entry");
+    assert_eq!(upstream.query_count(), 2);
+}
+
+#[tokio::test]
+async fn serve_stale_can_be_turned_off() {
+    let upstream = FakeUpstream::dot(zone(), Behavior::Answer).await;
+    let proxy = start_proxy_with(&[upstream.url()], |s| {
+        s.stale.enabled = false;
+        s.router.query_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let q = query("short.test", RecordType::A);
+    udp(proxy.addr, &q).await;
+    upstream.set_behavior(Behavior::CloseImmediately);
+    proxy.clock.advance(Duration::from_secs(61));
+    assert_eq!(
+        udp(proxy.addr, &q).await.metadata.response_code,
+        ResponseCode::ServFail
+    );
+}
+
+#[tokio::test]
+async fn popular_answers_are_refreshed_before_they_expire() {
+    let upstream = FakeUpstream::dot(zone(), Behavior::Answer).await;
+    let proxy = start_proxy(&[upstream.url()]).await;
+    let q = query("a.test", RecordType::A);
+    udp(proxy.addr, &q).await; // fetched at t=0, TTL 300
+    proxy.clock.advance(Duration::from_secs(10));
+    udp(proxy.addr, &q).await; // a hit: now popular
+    assert_eq!(upstream.query_count(), 1);
+    proxy.clock.advance(Duration::from_secs(265)); // t=275: 25 s of 300 left
+    let hit = udp(proxy.addr, &q).await;
+    assert_eq!(
+        hit.answers[0].ttl, 25,
+        "the client is answered from the cache at once"
+    );
+    eventually("the prefetch", || upstream.query_count() == 2).await;
+    proxy.clock.advance(Duration::from_secs(35)); // t=310: the original entry would be expired
+    let after = udp(proxy.addr, &q).await;
+    assert_eq!(
+        after.answers[0].ttl, 265,
+        "served from the prefetched entry (stored at t=275)"
+    );
+    assert_eq!(upstream.query_count(), 2, "no miss at expiry");
+}
+
+#[tokio::test]
+async fn queries_are_padded_to_128_byte_blocks_on_both_transports() {
+    let dot = FakeUpstream::dot(zone(), Behavior::Answer).await;
+    let doh = FakeUpstream::doh(zone(), Behavior::Answer).await;
+    for upstream in [&dot, &doh] {
+        let proxy = start_proxy(&[upstream.url()]).await;
+        for name in ["a.test", "mx.test", "a-rather-long-label-for-padding.test"] {
+            udp(proxy.addr, &query(name, RecordType::A)).await;
+        }
+        let received = upstream.received();
+        assert_eq!(received.len(), 3);
+        for q in &received {
+            assert_eq!(
+                q.len() % 128,
+                0,
+                "RFC 8467 block padding: {} bytes",
+                q.len()
+            );
+        }
+        for m in upstream.received_messages() {
+            let edns = m.edns.expect("OPT present");
+            assert!(
+                edns.option(hickory_proto::rr::rdata::opt::EdnsCode::Padding)
+                    .is_some()
+            );
+            assert!(
+                edns.option(hickory_proto::rr::rdata::opt::EdnsCode::Subnet)
+                    .is_none(),
+                "no client subnet"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn client_subnet_from_the_client_is_not_forwarded() {
+    let upstream = FakeUpstream::dot(zone(), Behavior::Answer).await;
+    let proxy = start_proxy(&[upstream.url()]).await;
+    // An EDNS query carrying ECS option 8 for 198.51.100.0/24.
+    let mut q = query_edns("a.test", RecordType::A, 1232, false);
+    let mut raw = wire(&q);
+    let n = raw.len();
+    raw[n - 2..].copy_from_slice(&11u16.to_be_bytes());
+    raw.extend([0, 8, 0, 7, 0, 1, 24, 0, 198, 51, 100]);
+    q = parse(&raw);
+    let answer = udp(proxy.addr, &q).await;
+    assert_eq!(answer.answers.len(), 1);
+    let sent = &upstream.received_messages()[0];
+    let edns = sent.edns.as_ref().unwrap();
+    assert!(
+        edns.option(hickory_proto::rr::rdata::opt::EdnsCode::Subnet)
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn dnssec_do_and_cd_pass_through_with_rrsigs_intact() {
+    let rrsig: Vec<u8> = (0u8..=99).collect();
+    let z = zone().opaque("a.test", 300, RecordType::RRSIG, &rrsig);
+    let upstream = FakeUpstream::dot(z, Behavior::Answer).await;
+    let proxy = start_proxy(&[upstream.url()]).await;
+    let mut q = query_edns("a.test", RecordType::A, 1232, true);
+    q.metadata.checking_disabled = true;
+    let got = udp(proxy.addr, &q).await;
+    assert!(got.metadata.checking_disabled, "CD echoed");
+    assert!(got.edns.as_ref().unwrap().flags().dnssec_ok, "DO echoed");
+    let sig = got
+        .answers
+        .iter()
+        .find(|r| r.record_type() == RecordType::RRSIG)
+        .expect("RRSIG passed through");
+    let RData::Unknown { rdata, .. } = &sig.data else {
+        panic!("RRSIG decoded unexpectedly: {:?}", sig.data)
+    };
+    assert_eq!(rdata.anything, rrsig, "signature bytes untouched");
+    let sent = &upstream.received_messages()[0];
+    assert!(sent.metadata.checking_disabled);
+    assert!(sent.edns.as_ref().unwrap().flags().dnssec_ok);
+    // Without CD it is a different cache entry: the upstream is asked again.
+    let mut q2 = query_edns("a.test", RecordType::A, 1232, true);
+    q2.metadata.checking_disabled = false;
+    udp(proxy.addr, &q2).await;
+    assert_eq!(upstream.query_count(), 2);
+}
