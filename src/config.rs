@@ -30,6 +30,23 @@ pub const DEFAULT_UPSTREAMS: [&str; 5] = [
     "tls://one.one.one.one#1.1.1.1,1.0.0.1,2606:4700:4700::1111,2606:4700:4700::1001",
 ];
 
+/// Connectivity-check names of common operating systems and browsers.
+pub const DEFAULT_CAPTIVE_NAMES: &[&str] = &[
+    "captive.apple.com",
+    "connectivitycheck.gstatic.com",
+    "connectivitycheck.android.com",
+    "clients3.google.com",
+    "detectportal.firefox.com",
+    "www.msftconnecttest.com",
+    "www.msftncsi.com",
+    "nmcheck.gnome.org",
+    "network-test.debian.org",
+    "networkcheck.kde.org",
+];
+
+/// The hosts file answered locally unless configured otherwise.
+pub const DEFAULT_HOSTS_FILE: &str = "/etc/hosts";
+
 /// Plain-DNS servers used only to look up upstream names given without addresses.
 pub const DEFAULT_BOOTSTRAP: [&str; 2] = ["9.9.9.9:53", "149.112.112.112:53"];
 
@@ -94,6 +111,14 @@ pub struct RawConfig {
     pub connect_timeout_ms: Option<u64>,
     /// UDP queries resolved at once.
     pub udp_max_in_flight: Option<usize>,
+    /// hosts(5) file answered locally ("" for none).
+    pub hosts_file: Option<PathBuf>,
+    /// Static records answered locally, in presentation form.
+    pub records: Option<Vec<String>>,
+    /// Split-DNS rules: domains forwarded in plain DNS to the resolvers that serve them.
+    pub forward: Option<Vec<RawForward>>,
+    /// Captive-portal policy.
+    pub captive_portal: Option<RawCaptive>,
     /// Cache settings.
     pub cache: Option<RawCache>,
     /// TCP listener settings.
@@ -122,6 +147,28 @@ pub struct RawCache {
     pub stale_answer_timeout_ms: Option<u64>,
     /// Refresh popular answers shortly before they expire.
     pub prefetch: Option<bool>,
+}
+
+/// One `[[forward]]` rule.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawForward {
+    /// Domains this rule covers (with their subdomains).
+    pub domains: Vec<String>,
+    /// Plain DNS servers that serve them.
+    pub servers: Vec<String>,
+}
+
+/// `[captive-portal]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawCaptive {
+    /// Whether the exception is in force.
+    pub enabled: Option<bool>,
+    /// Connectivity-check names.
+    pub names: Option<Vec<String>>,
+    /// The network's resolvers, or "auto".
+    pub resolvers: Option<Vec<String>>,
 }
 
 /// `[tcp]`.
@@ -168,6 +215,24 @@ pub struct Overrides {
     pub ca_files: Vec<PathBuf>,
 }
 
+/// A validated split-DNS rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardRule {
+    /// Domains covered.
+    pub domains: Vec<String>,
+    /// Plain resolvers for them.
+    pub servers: Vec<SocketAddr>,
+}
+
+/// A validated captive-portal policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptiveSettings {
+    /// Connectivity-check names.
+    pub names: Vec<String>,
+    /// Fixed resolvers; empty means "auto" (the system's resolv.conf files).
+    pub resolvers: Vec<SocketAddr>,
+}
+
 /// Everything dnsward needs to run, validated.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -193,6 +258,14 @@ pub struct Settings {
     pub stale: StalePolicy,
     /// Prefetch and stale timing.
     pub resolver: ResolverOptions,
+    /// hosts file answered locally.
+    pub hosts_file: Option<PathBuf>,
+    /// Static local records (validated when the local table is built).
+    pub records: Vec<String>,
+    /// Split-DNS rules.
+    pub forward: Vec<ForwardRule>,
+    /// Captive-portal exception, when enabled.
+    pub captive: Option<CaptiveSettings>,
     /// TCP limits.
     pub tcp: TcpLimits,
     /// UDP in-flight limit.
@@ -326,6 +399,59 @@ impl Settings {
             )?,
         };
 
+        let hosts_file = match raw.hosts_file {
+            None => Some(PathBuf::from(DEFAULT_HOSTS_FILE)),
+            Some(p) if p.as_os_str().is_empty() => None,
+            Some(p) => Some(p),
+        };
+        let mut forward = Vec::new();
+        for (i, rule) in raw.forward.unwrap_or_default().into_iter().enumerate() {
+            let key = format!("forward[{i}]");
+            if rule.domains.is_empty() {
+                return Err(invalid(format!("{key}.domains"), "needs at least one domain"));
+            }
+            for (j, d) in rule.domains.iter().enumerate() {
+                if crate::dns::wire::name_from_str(d).is_none() {
+                    return Err(invalid(format!("{key}.domains[{j}]"), format!("{d:?} is not a domain name")));
+                }
+            }
+            if rule.servers.is_empty() {
+                return Err(invalid(format!("{key}.servers"), "needs at least one server"));
+            }
+            let servers = rule
+                .servers
+                .iter()
+                .enumerate()
+                .map(|(j, s)| parse_addr(s, 53).map_err(|m| invalid(format!("{key}.servers[{j}]"), m)))
+                .collect::<Result<Vec<_>, _>>()?;
+            forward.push(ForwardRule {
+                domains: rule.domains,
+                servers,
+            });
+        }
+        let captive_raw = raw.captive_portal.unwrap_or_default();
+        let captive = if captive_raw.enabled.unwrap_or(false) {
+            let names = captive_raw
+                .names
+                .unwrap_or_else(|| DEFAULT_CAPTIVE_NAMES.iter().map(|s| s.to_string()).collect());
+            for (j, n) in names.iter().enumerate() {
+                if crate::dns::wire::name_from_str(n).is_none() {
+                    return Err(invalid(format!("captive-portal.names[{j}]"), format!("{n:?} is not a domain name")));
+                }
+            }
+            let mut resolvers = Vec::new();
+            for (j, r) in captive_raw.resolvers.unwrap_or_else(|| vec!["auto".into()]).iter().enumerate() {
+                if r != "auto" {
+                    resolvers.push(
+                        parse_addr(r, 53).map_err(|m| invalid(format!("captive-portal.resolvers[{j}]"), m))?,
+                    );
+                }
+            }
+            Some(CaptiveSettings { names, resolvers })
+        } else {
+            None
+        };
+
         let tcp_raw = raw.tcp.unwrap_or_default();
         let tcp_defaults = TcpLimits::default();
         let tcp = TcpLimits {
@@ -358,6 +484,10 @@ impl Settings {
             ttl,
             stale,
             resolver,
+            hosts_file,
+            records: raw.records.unwrap_or_default(),
+            forward,
+            captive,
             tcp,
             udp_max_in_flight: positive("udp-max-in-flight", raw.udp_max_in_flight, 1024)?,
         })
@@ -469,6 +599,36 @@ mod tests {
         assert!(err.to_string().starts_with("cache.min-ttl:"), "{err}");
         let err = settings("strategy = \"random\"").unwrap_err();
         assert!(err.to_string().contains("strategy"), "{err}");
+    }
+
+    #[test]
+    fn local_names_split_dns_and_captive_portal() {
+        let s = settings(
+            r#"
+            hosts-file = ""
+            records = ["nas.lan. 300 IN A 192.168.1.10"]
+            [[forward]]
+            domains = ["lan", "168.192.in-addr.arpa"]
+            servers = ["192.168.1.1", "192.168.1.2:5353"]
+            [captive-portal]
+            enabled = true
+            resolvers = ["auto", "192.168.1.1"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.hosts_file, None);
+        assert_eq!(s.records.len(), 1);
+        assert_eq!(s.forward[0].servers[1], "192.168.1.2:5353".parse().unwrap());
+        let captive = s.captive.unwrap();
+        assert_eq!(captive.resolvers, ["192.168.1.1:53".parse().unwrap()]);
+        assert!(captive.names.iter().any(|n| n == "captive.apple.com"));
+        let d = settings("").unwrap();
+        assert_eq!(d.hosts_file, Some(PathBuf::from("/etc/hosts")));
+        assert!(d.captive.is_none(), "off unless enabled");
+        let err = settings("[[forward]]\ndomains = [\"lan\"]\nservers = [\"router\"]").unwrap_err();
+        assert!(err.to_string().starts_with("forward[0].servers[0]:"), "{err}");
+        let err = settings("[[forward]]\ndomains = []\nservers = [\"192.168.1.1\"]").unwrap_err();
+        assert!(err.to_string().starts_with("forward[0].domains:"), "{err}");
     }
 
     #[test]

@@ -85,6 +85,8 @@ struct Health {
     failures: u32,
     /// When the background prober may next try it.
     next_probe: Instant,
+    /// When it last failed.
+    last_failure: Option<Instant>,
 }
 
 /// An upstream and its health.
@@ -112,7 +114,14 @@ pub struct Router {
     slots: Vec<Slot>,
     /// Policy.
     options: RouterOptions,
+    /// When every upstream last failed at once and the router started over.
+    last_network_change: Mutex<Option<Instant>>,
 }
+
+/// Every upstream failing within this window looks like our own network changing.
+const NETWORK_CHANGE_WINDOW: Duration = Duration::from_secs(5);
+/// After starting over, wait this long before starting over again.
+const NETWORK_CHANGE_HOLDOFF: Duration = Duration::from_secs(10);
 
 /// Weight of a new RTT sample in the smoothed RTT (as TCP's SRTT, RFC 6298 uses 1/8).
 const SRTT_GAIN: f64 = 0.25;
@@ -145,10 +154,15 @@ impl Router {
                     measured_at: now,
                     failures: 0,
                     next_probe: now,
+                    last_failure: None,
                 }),
             })
             .collect();
-        Router { slots, options }
+        Router {
+            slots,
+            options,
+            last_network_change: Mutex::new(None),
+        }
     }
 
     /// The policy in force.
@@ -306,12 +320,49 @@ impl Router {
             .saturating_mul(1 << (h.failures - 1).min(16))
             .min(self.options.max_backoff);
         h.next_probe = Instant::now() + backoff;
+        h.last_failure = Some(Instant::now());
         if h.healthy {
             warn!(upstream = %slot.upstream.spec(), %error, "upstream failed; marking unhealthy");
         } else {
             debug!(upstream = %slot.upstream.spec(), %error, "unhealthy upstream failed again");
         }
         h.healthy = false;
+        drop(h);
+        self.maybe_network_changed();
+    }
+
+    /// When every upstream has failed within a few seconds, the likeliest cause is our own
+    /// network (WAN reconnect, laptop resume, new Wi-Fi), not every resolver at once. Then
+    /// the pooled connections are dead weight and bootstrap addresses may be stale: drop them
+    /// all and give every upstream a clean slate, instead of backing off from all of them.
+    fn maybe_network_changed(&self) {
+        let now = Instant::now();
+        let all_failed_together = self.slots.iter().all(|s| {
+            let h = s.health();
+            !h.healthy && h.last_failure.is_some_and(|t| now.duration_since(t) < NETWORK_CHANGE_WINDOW)
+        });
+        if !all_failed_together {
+            return;
+        }
+        let mut last = self.last_network_change.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| now.duration_since(t) < NETWORK_CHANGE_HOLDOFF) {
+            return;
+        }
+        *last = Some(now);
+        drop(last);
+        info!("every upstream failed at once; assuming the network changed: reconnecting all");
+        for slot in &self.slots {
+            slot.upstream.reset();
+            let mut h = slot.health.lock().unwrap_or_else(|e| e.into_inner());
+            h.healthy = true;
+            h.failures = 0;
+            h.next_probe = now;
+        }
+    }
+
+    /// How many times the router has started over after a network change (for tests/stats).
+    pub fn last_network_change(&self) -> Option<Instant> {
+        *self.last_network_change.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Probes unhealthy upstreams whose backoff has passed, until `shutdown` resolves.

@@ -210,3 +210,26 @@ async fn dnssec_do_and_cd_pass_through_with_rrsigs_intact() {
     udp(proxy.addr, &q2).await;
     assert_eq!(upstream.query_count(), 2);
 }
+
+/// A DoT connection that goes silent (frozen relay) is replaced: the query caught on it
+/// fails over within its deadline, and the next one uses a fresh connection.
+#[tokio::test]
+async fn a_frozen_dot_connection_is_replaced() {
+    let upstream = FakeUpstream::dot(zone(), Behavior::Answer).await;
+    let relay = Relay::start(upstream.addr()).await;
+    let url = relay.url_for(&upstream.url());
+    let proxy = start_proxy_with(&[url], |s| {
+        s.router.query_timeout = Duration::from_millis(2500);
+        s.router.attempt_timeout = Duration::from_millis(2500);
+    })
+    .await;
+    assert_eq!(udp(proxy.addr, &query("a.test", RecordType::A)).await.answers.len(), 1);
+    relay.freeze();
+    let caught = udp(proxy.addr, &query("mx.test", RecordType::MX)).await;
+    assert_eq!(caught.metadata.response_code, ResponseCode::ServFail, "caught on the dead connection");
+    let started = Instant::now();
+    let next = udp(proxy.addr, &query("mx.test", RecordType::MX)).await;
+    assert_eq!(next.metadata.response_code, ResponseCode::NoError);
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert_eq!(relay.connection_count(), 2, "a fresh connection replaced the frozen one");
+}

@@ -150,6 +150,11 @@ impl Endpoint {
         }
     }
 
+    /// Forgets looked-up addresses, so the next connection looks the name up again.
+    pub fn forget(&self) {
+        *self.resolved.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
     /// Socket addresses to try, in order.
     pub async fn addrs(&self) -> Result<Vec<SocketAddr>, UpstreamError> {
         if !self.fixed.is_empty() {

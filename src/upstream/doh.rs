@@ -122,6 +122,12 @@ impl DohClient {
         Ok(body.to_bytes())
     }
 
+    /// Drops the connection and any looked-up addresses (after a network change).
+    pub fn reset(&self) {
+        self.conn.forget();
+        self.endpoint.forget();
+    }
+
     /// The live connection, or a new one; the flag says whether it was just opened.
     async fn sender(&self) -> Result<(SendRequest<Full<Bytes>>, bool), UpstreamError> {
         self.conn

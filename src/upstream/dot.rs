@@ -157,6 +157,15 @@ impl DotClient {
         }
     }
 
+    /// Closes the connection and drops any looked-up addresses (after a network change).
+    pub fn reset(&self) {
+        if let Some(conn) = self.conn.current() {
+            conn.close();
+        }
+        self.conn.forget();
+        self.endpoint.forget();
+    }
+
     async fn connection(&self) -> Result<(Arc<Connection>, bool), UpstreamError> {
         let endpoint = self.endpoint.clone();
         let tls = self.tls.clone();

@@ -290,6 +290,15 @@ impl Upstream {
         &self.spec
     }
 
+    /// Drops the connection and any looked-up addresses, so the next query starts afresh
+    /// (used when our network seems to have changed).
+    pub fn reset(&self) {
+        match &self.client {
+            Client::Doh(c) => c.reset(),
+            Client::Dot(c) => c.reset(),
+        }
+    }
+
     /// Sends `query` (ID ignored) and returns the checked answer; its ID is unspecified.
     pub async fn exchange(&self, query: &[u8]) -> Result<Bytes, UpstreamError> {
         let answer = match &self.client {

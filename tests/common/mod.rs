@@ -6,6 +6,7 @@ pub mod client;
 pub mod fake_upstream;
 pub mod plain;
 pub mod proxy;
+pub mod relay;
 pub mod tls;
 pub mod zone;
 
@@ -13,5 +14,6 @@ pub use client::*;
 pub use fake_upstream::*;
 pub use plain::*;
 pub use proxy::*;
+pub use relay::*;
 pub use tls::*;
 pub use zone::*;
