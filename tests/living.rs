@@ -233,3 +233,55 @@ async fn a_frozen_dot_connection_is_replaced() {
     assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
     assert_eq!(relay.connection_count(), 2, "a fresh connection replaced the frozen one");
 }
+
+/// Every upstream failing at once looks like our own network changing (WAN reconnect, laptop
+/// resume): the router starts over with fresh connections and fresh address lookups instead
+/// of backing off from every upstream.
+#[tokio::test]
+async fn when_every_upstream_fails_at_once_the_router_starts_over() {
+    let dot = FakeUpstream::dot(zone(), Behavior::Answer).await;
+    let doh = FakeUpstream::doh(zone(), Behavior::Answer).await;
+    let bootstrap = PlainDns::start(Zone::new().record("dns.test. 300 IN A 127.0.0.1")).await;
+    let urls = [
+        format!("tls://dns.test:{}", dot.addr().port()),
+        format!("https://dns.test:{}/dns-query", doh.addr().port()),
+    ];
+    let proxy = start_proxy_with(&urls, |s| {
+        s.bootstrap = vec![bootstrap.addr];
+        s.router.query_timeout = Duration::from_secs(1);
+    })
+    .await;
+    assert_eq!(udp(proxy.addr, &query("a.test", RecordType::A)).await.answers.len(), 1);
+    let lookups = bootstrap.query_count();
+    let connections = dot.connection_count() + doh.connection_count();
+    dot.set_behavior(Behavior::CloseImmediately);
+    doh.set_behavior(Behavior::CloseImmediately);
+    let failed = udp(proxy.addr, &query("mx.test", RecordType::MX)).await;
+    assert_eq!(failed.metadata.response_code, ResponseCode::ServFail);
+    let router = proxy.resolver.router();
+    assert!(router.last_network_change().is_some(), "treated as a network change");
+    assert!(router.status().iter().all(|u| u.healthy), "a clean slate, not backed off");
+    dot.set_behavior(Behavior::Answer);
+    doh.set_behavior(Behavior::Answer);
+    let started = Instant::now();
+    let ok = udp(proxy.addr, &query("mx.test", RecordType::MX)).await;
+    assert_eq!(ok.metadata.response_code, ResponseCode::NoError);
+    assert!(started.elapsed() < Duration::from_millis(500), "{:?}", started.elapsed());
+    assert!(bootstrap.query_count() > lookups, "upstream addresses looked up again");
+    assert!(dot.connection_count() + doh.connection_count() > connections, "new connections");
+}
+
+/// One upstream failing is not a network change.
+#[tokio::test]
+async fn one_failing_upstream_is_not_a_network_change() {
+    let good = FakeUpstream::dot(zone(), Behavior::Answer).await;
+    let bad = FakeUpstream::dot(zone(), Behavior::CloseImmediately).await;
+    let proxy = start_proxy_with(&[bad.url(), good.url()], |s| {
+        s.router.strategy = dnsward::router::Strategy::Strict;
+    })
+    .await;
+    udp(proxy.addr, &query("a.test", RecordType::A)).await;
+    let router = proxy.resolver.router();
+    assert!(router.last_network_change().is_none());
+    assert!(!router.status()[0].healthy);
+}
