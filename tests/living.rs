@@ -285,3 +285,23 @@ async fn one_failing_upstream_is_not_a_network_change() {
     assert!(router.last_network_change().is_none());
     assert!(!router.status()[0].healthy);
 }
+
+/// A DoH connection that goes silent is found dead by HTTP/2 PING and replaced; the query
+/// caught on it is retried on a fresh connection within its deadline.
+#[tokio::test]
+async fn a_frozen_doh_connection_is_detected_by_ping_and_replaced() {
+    let upstream = FakeUpstream::doh(zone(), Behavior::Answer).await;
+    let relay = Relay::start(upstream.addr()).await;
+    let url = relay.url_for(&upstream.url());
+    let proxy = start_proxy_with(&[url], |s| {
+        s.connect.keepalive_interval = Duration::from_millis(300);
+    })
+    .await;
+    assert_eq!(udp(proxy.addr, &query("a.test", RecordType::A)).await.answers.len(), 1);
+    relay.freeze();
+    let started = Instant::now();
+    let answer = udp(proxy.addr, &query("mx.test", RecordType::MX)).await;
+    assert_eq!(answer.metadata.response_code, ResponseCode::NoError, "answered on a new connection");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert_eq!(relay.connection_count(), 2);
+}

@@ -5,7 +5,6 @@
 //! stops answering pings is closed by hyper and replaced on the next query.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_TYPE};
@@ -26,10 +25,6 @@ use crate::dns::query::padded;
 const DNS_MESSAGE: &str = "application/dns-message";
 /// A DNS message never exceeds 65535 bytes.
 const MAX_ANSWER: usize = 65_535;
-/// How often an HTTP/2 PING is sent on an open connection.
-const PING_INTERVAL: Duration = Duration::from_secs(15);
-/// How long a PING may go unanswered before the connection is declared dead.
-const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A DoH client for one upstream.
 pub struct DohClient {
@@ -78,8 +73,10 @@ impl DohClient {
     pub async fn exchange(&self, query: &[u8]) -> Result<Bytes, UpstreamError> {
         let body = Bytes::from(padded(query));
         let (sender, fresh) = self.sender().await?;
-        match self.post(sender, body.clone()).await {
-            Err(e) if !fresh && e.is_stale_connection() => {
+        match self.post(sender.clone(), body.clone()).await {
+            // A reused connection that failed under us (closed by the server, or found dead
+            // by PING): one more try on a fresh one.
+            Err(e) if !fresh && (e.is_stale_connection() || sender.is_closed()) => {
                 debug!(uri = %self.uri, error = %e, "DoH connection went stale; reconnecting");
                 self.conn.forget();
                 let (sender, _) = self.sender().await?;
@@ -136,7 +133,7 @@ impl DohClient {
                 self.endpoint.clone(),
                 self.tls.clone(),
                 self.server_name.clone(),
-                self.options.connect_timeout,
+                self.options.clone(),
             ))
             .await
     }
@@ -148,8 +145,9 @@ async fn connect(
     endpoint: Arc<Endpoint>,
     tls: Arc<ClientConfig>,
     server_name: ServerName<'static>,
-    limit: Duration,
+    options: ConnectOptions,
 ) -> Result<SendRequest<Full<Bytes>>, UpstreamError> {
+    let limit = options.connect_timeout;
     let started = tokio::time::Instant::now();
     let addrs = endpoint.addrs().await?;
     let left = limit.saturating_sub(started.elapsed());
@@ -160,8 +158,8 @@ async fn connect(
     let left = limit.saturating_sub(started.elapsed());
     let handshake = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
-        .keep_alive_interval(PING_INTERVAL)
-        .keep_alive_timeout(PING_TIMEOUT)
+        .keep_alive_interval(options.keepalive_interval)
+        .keep_alive_timeout(options.keepalive_interval)
         .keep_alive_while_idle(false)
         .handshake(TokioIo::new(stream));
     let (sender, connection) = tokio::time::timeout(left, handshake)

@@ -238,6 +238,9 @@ pub struct ConnectOptions {
     pub connect_timeout: Duration,
     /// How long an unused connection is kept open.
     pub idle_timeout: Duration,
+    /// How often an HTTP/2 PING checks a DoH connection that has requests outstanding; an
+    /// unanswered PING (within the same time) closes the connection.
+    pub keepalive_interval: Duration,
 }
 
 impl Default for ConnectOptions {
@@ -245,6 +248,7 @@ impl Default for ConnectOptions {
         ConnectOptions {
             connect_timeout: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(30),
+            keepalive_interval: Duration::from_secs(1),
         }
     }
 }
