@@ -18,6 +18,7 @@ pub mod config;
 pub mod dig;
 pub mod dns;
 pub mod listener;
+pub mod local;
 pub mod resolver;
 pub mod router;
 pub mod upstream;

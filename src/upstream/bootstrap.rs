@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::net::UdpSocket;
-use tokio::time::{Instant, timeout};
+use tokio::time::Instant;
 
+use super::plain::PlainClient;
 use super::{UpstreamError, UpstreamSpec};
 use crate::dns::{check_answer, new_query, wire};
 
@@ -25,16 +25,21 @@ const MAX_REUSE: Duration = Duration::from_secs(3600);
 /// Plain-DNS resolvers used only to find upstream addresses.
 #[derive(Debug)]
 pub struct Bootstrap {
-    /// Tried in order until one answers.
-    servers: Vec<SocketAddr>,
-    /// Per-server wait for an answer.
-    timeout: Duration,
+    /// One client per server, tried in order until one has addresses: each server is asked
+    /// for A and AAAA together, and an empty answer moves on to the next server as a failure
+    /// does (so [`PlainClient`]'s own failover, which stops at any answer, is not enough).
+    servers: Vec<PlainClient>,
 }
 
 impl Bootstrap {
-    /// Bootstrap resolvers at `servers`.
+    /// Bootstrap resolvers at `servers`, each allowed `timeout` to answer.
     pub fn new(servers: Vec<SocketAddr>, timeout: Duration) -> Bootstrap {
-        Bootstrap { servers, timeout }
+        Bootstrap {
+            servers: servers
+                .into_iter()
+                .map(|server| PlainClient::new(vec![server], timeout))
+                .collect(),
+        }
     }
 
     /// A and AAAA addresses of `host` and how long they may be reused.
@@ -44,10 +49,10 @@ impl Bootstrap {
             reason,
         };
         let mut last = fail("no bootstrap resolver configured".into());
-        for &server in &self.servers {
+        for client in &self.servers {
             let (v4, v6) = tokio::join!(
-                self.ask(server, host, wire::TYPE_A),
-                self.ask(server, host, wire::TYPE_AAAA)
+                ask(client, host, wire::TYPE_A),
+                ask(client, host, wire::TYPE_AAAA)
             );
             let mut addrs = Vec::new();
             let mut ttl = MAX_REUSE;
@@ -62,59 +67,36 @@ impl Bootstrap {
                 (Err(e), _) | (_, Err(e)) => e,
                 _ => "no A or AAAA records".into(),
             };
-            last = fail(format!("{server}: {reason}"));
+            let server = client.servers().first().map(ToString::to_string);
+            last = fail(format!("{}: {reason}", server.unwrap_or_default()));
         }
         Err(last)
     }
+}
 
-    async fn ask(
-        &self,
-        server: SocketAddr,
-        host: &str,
-        qtype: u16,
-    ) -> Result<(Vec<IpAddr>, Duration), String> {
-        let mut query = new_query(host, qtype, false).ok_or("not a valid DNS name")?;
-        let id: u16 = rand::random();
-        query[..2].copy_from_slice(&id.to_be_bytes());
-        let bind: SocketAddr = if server.is_ipv4() {
-            ([0, 0, 0, 0], 0).into()
-        } else {
-            ([0u16; 8], 0).into()
+/// The `qtype` (A or AAAA) addresses of `host` from `client`, and their smallest TTL.
+async fn ask(
+    client: &PlainClient,
+    host: &str,
+    qtype: u16,
+) -> Result<(Vec<IpAddr>, Duration), String> {
+    let query = new_query(host, qtype, false).ok_or("not a valid DNS name")?;
+    let reply = client.exchange(&query).await.map_err(|e| e.to_string())?;
+    // PlainClient only returns replies that passed this check; it is repeated for the offsets.
+    let parsed = check_answer(&query, &reply).map_err(|e| e.to_string())?;
+    let mut addrs = Vec::new();
+    let mut ttl = u32::MAX;
+    for r in parsed.section(wire::Section::Answer) {
+        let rdata = &reply[r.rdata.clone()];
+        let addr = match (r.rtype, rdata.len()) {
+            (wire::TYPE_A, 4) => IpAddr::from(<[u8; 4]>::try_from(rdata).expect("len 4")),
+            (wire::TYPE_AAAA, 16) => IpAddr::from(<[u8; 16]>::try_from(rdata).expect("len 16")),
+            _ => continue,
         };
-        let socket = UdpSocket::bind(bind).await.map_err(|e| e.to_string())?;
-        socket.connect(server).await.map_err(|e| e.to_string())?;
-        socket.send(&query).await.map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + self.timeout;
-        let mut buf = vec![0; 4096];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let n = timeout(left, socket.recv(&mut buf))
-                .await
-                .map_err(|_| "timed out".to_string())?
-                .map_err(|e| e.to_string())?;
-            let reply = &buf[..n];
-            // Ignore anything that is not the answer to this query (RFC 5452 §9.1).
-            if wire::Header::of(reply).map(|h| h.id()) != Some(id) {
-                continue;
-            }
-            let parsed = check_answer(&query, reply).map_err(|e| e.to_string())?;
-            let mut addrs = Vec::new();
-            let mut ttl = u32::MAX;
-            for r in parsed.section(wire::Section::Answer) {
-                let rdata = &reply[r.rdata.clone()];
-                let addr = match (r.rtype, rdata.len()) {
-                    (wire::TYPE_A, 4) => IpAddr::from(<[u8; 4]>::try_from(rdata).expect("len 4")),
-                    (wire::TYPE_AAAA, 16) => {
-                        IpAddr::from(<[u8; 16]>::try_from(rdata).expect("len 16"))
-                    }
-                    _ => continue,
-                };
-                addrs.push(addr);
-                ttl = ttl.min(r.ttl);
-            }
-            return Ok((addrs, Duration::from_secs(u64::from(ttl))));
-        }
+        addrs.push(addr);
+        ttl = ttl.min(r.ttl);
     }
+    Ok((addrs, Duration::from_secs(u64::from(ttl))))
 }
 
 /// An upstream's host and port, and how to find its addresses.

@@ -7,6 +7,8 @@
 pub mod bootstrap;
 pub mod doh;
 pub mod dot;
+pub mod pin;
+pub mod plain;
 pub mod slot;
 pub mod tls;
 
@@ -56,6 +58,11 @@ pub struct UpstreamSpec {
     pub path: String,
     /// Addresses to connect to, from the URL fragment; empty means "resolve `host`".
     pub addrs: Vec<IpAddr>,
+    /// SHA-256 digests of SubjectPublicKeyInfos (`pin-sha256`, see [`pin`]), one of which the
+    /// validated certificate chain must contain: so that a CA that can issue for `host` is not
+    /// enough to impersonate this upstream. Empty means no pinning. Not part of the URL (the
+    /// configuration fills it in per upstream).
+    pub pin_sha256: Vec<[u8; 32]>,
 }
 
 /// Why an upstream URL is not acceptable.
@@ -130,6 +137,7 @@ impl FromStr for UpstreamSpec {
             port: url.port().unwrap_or(default_port),
             path,
             addrs,
+            pin_sha256: Vec::new(),
         })
     }
 }
@@ -262,7 +270,8 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Creates the upstream; nothing is connected until the first exchange.
+    /// Creates the upstream; nothing is connected until the first exchange. With
+    /// `spec.pin_sha256` set, its TLS configuration also requires a pinned key.
     pub fn new(
         spec: UpstreamSpec,
         tls: &tls::TlsConfigs,
@@ -271,20 +280,23 @@ impl Upstream {
     ) -> Result<Upstream, tls::TlsSetupError> {
         let endpoint = Endpoint::new(&spec, bootstrap);
         let server_name = tls::server_name(&spec.host)?;
+        let config = match (spec.protocol, spec.pin_sha256.is_empty()) {
+            (Protocol::Doh, true) => tls.doh.clone(),
+            (Protocol::Dot, true) => tls.dot.clone(),
+            (Protocol::Doh, false) => tls.pinned(&spec.pin_sha256, tls::DOH_ALPN)?,
+            (Protocol::Dot, false) => tls.pinned(&spec.pin_sha256, tls::DOT_ALPN)?,
+        };
         let client = match spec.protocol {
             Protocol::Doh => Client::Doh(doh::DohClient::new(
                 &spec,
                 endpoint,
-                tls.doh.clone(),
+                config,
                 server_name,
                 options,
             )),
-            Protocol::Dot => Client::Dot(dot::DotClient::new(
-                endpoint,
-                tls.dot.clone(),
-                server_name,
-                options,
-            )),
+            Protocol::Dot => {
+                Client::Dot(dot::DotClient::new(endpoint, config, server_name, options))
+            }
         };
         Ok(Upstream { spec, client })
     }

@@ -2,7 +2,8 @@
 //!
 //! Certificates are validated against webpki-roots plus any CA files the user adds. A
 //! certificate that does not validate for the upstream's name fails the handshake; there is
-//! no fallback of any kind.
+//! no fallback of any kind. Upstreams with `pin-sha256`s get their own configuration whose
+//! verifier also requires a pinned key (see [`super::pin`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -10,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
@@ -20,6 +23,12 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::UpstreamError;
+use super::pin::PinnedVerifier;
+
+/// ALPN for DoH: `h2` (RFC 8484 §5.2 recommends HTTP/2).
+pub const DOH_ALPN: &[&[u8]] = &[b"h2"];
+/// ALPN for DoT: none (RFC 7858 defines none; servers ignore it).
+pub const DOT_ALPN: &[&[u8]] = &[];
 
 /// Why the TLS configuration could not be built.
 #[derive(Debug, Error)]
@@ -38,15 +47,25 @@ pub enum TlsSetupError {
     /// The upstream host is not a valid TLS server name.
     #[error("{0:?} is not a valid TLS server name")]
     ServerName(String),
+    /// The certificate verifier could not be built (e.g. no trust anchor at all).
+    #[error("certificate verifier: {0}")]
+    Verifier(#[from] rustls::client::VerifierBuilderError),
 }
 
-/// The two client configurations dnsward needs; they differ only in ALPN.
+/// The client configurations of unpinned upstreams, which differ only in ALPN, and what
+/// pinned upstreams' configurations are made from.
 #[derive(Clone)]
 pub struct TlsConfigs {
-    /// For DoH: ALPN `h2` (RFC 8484 §5.2 recommends HTTP/2).
+    /// For DoH: ALPN `h2` ([`DOH_ALPN`]).
     pub doh: Arc<ClientConfig>,
-    /// For DoT: no ALPN (RFC 7858 defines none; servers ignore it).
+    /// For DoT: no ALPN ([`DOT_ALPN`]).
     pub dot: Arc<ClientConfig>,
+    /// The trusted roots (webpki-roots plus CA files), shared by every configuration.
+    roots: Arc<RootCertStore>,
+    /// The ring provider (never aws-lc-rs), shared by every configuration.
+    provider: Arc<CryptoProvider>,
+    /// The normal verifier over `roots`; pinned verifiers run it first.
+    webpki: Arc<WebPkiServerVerifier>,
 }
 
 impl TlsConfigs {
@@ -63,18 +82,52 @@ impl TlsConfigs {
                 })?;
             }
         }
+        let roots = Arc::new(roots);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let base = ClientConfig::builder_with_provider(provider)
+        let webpki =
+            WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone()).build()?;
+        let base = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
+            .with_root_certificates(roots.clone())
             .with_no_client_auth();
         let mut doh = base.clone();
-        doh.alpn_protocols = vec![b"h2".to_vec()];
+        doh.alpn_protocols = alpn(DOH_ALPN);
         Ok(TlsConfigs {
             doh: Arc::new(doh),
             dot: Arc::new(base),
+            roots,
+            provider,
+            webpki,
         })
     }
+
+    /// A configuration offering `alpn` that accepts only certificates that validate as usual
+    /// *and* have one of `pins` (SHA-256 of a SubjectPublicKeyInfo) in their validated chain.
+    /// Empty `pins` accept nothing. Each call makes a new configuration with its own session
+    /// cache, so a session resumed under it was always established under these pins.
+    pub fn pinned(
+        &self,
+        pins: &[[u8; 32]],
+        alpn_protocols: &[&[u8]],
+    ) -> Result<Arc<ClientConfig>, TlsSetupError> {
+        let verifier = PinnedVerifier::new(
+            self.webpki.clone(),
+            self.roots.clone(),
+            self.provider.signature_verification_algorithms,
+            pins.to_vec(),
+        );
+        let mut config = ClientConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        config.alpn_protocols = alpn(alpn_protocols);
+        Ok(Arc::new(config))
+    }
+}
+
+fn alpn(protocols: &[&[u8]]) -> Vec<Vec<u8>> {
+    protocols.iter().map(|p| p.to_vec()).collect()
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {

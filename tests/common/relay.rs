@@ -25,7 +25,9 @@ impl Relay {
     /// Relays 127.0.0.1:0 to `target` (which must be loopback).
     pub async fn start(target: SocketAddr) -> Relay {
         assert!(target.ip().is_loopback(), "relay targets loopback only");
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("bind relay");
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind relay");
         let addr = listener.local_addr().unwrap();
         let generation = Arc::new(AtomicU64::new(0));
         let connections = Arc::new(AtomicUsize::new(0));
@@ -34,7 +36,9 @@ impl Relay {
         tasks.spawn(async move {
             let mut pumps = JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = TcpStream::connect(target).await else { continue };
+                let Ok(server) = TcpStream::connect(target).await else {
+                    continue;
+                };
                 c.fetch_add(1, Ordering::SeqCst);
                 let born = g.load(Ordering::SeqCst);
                 let (cr, cw) = client.into_split();
