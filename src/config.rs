@@ -115,6 +115,8 @@ pub struct RawConfig {
     pub hosts_file: Option<PathBuf>,
     /// Static records answered locally, in presentation form.
     pub records: Option<Vec<String>>,
+    /// TTL of hosts-file answers (and static records written without one), in seconds.
+    pub hosts_ttl: Option<u32>,
     /// Split-DNS rules: domains forwarded in plain DNS to the resolvers that serve them.
     pub forward: Option<Vec<RawForward>>,
     /// Captive-portal policy.
@@ -262,6 +264,8 @@ pub struct Settings {
     pub hosts_file: Option<PathBuf>,
     /// Static local records (validated when the local table is built).
     pub records: Vec<String>,
+    /// TTL of hosts-file answers.
+    pub hosts_ttl: u32,
     /// Split-DNS rules.
     pub forward: Vec<ForwardRule>,
     /// Captive-portal exception, when enabled.
@@ -408,21 +412,32 @@ impl Settings {
         for (i, rule) in raw.forward.unwrap_or_default().into_iter().enumerate() {
             let key = format!("forward[{i}]");
             if rule.domains.is_empty() {
-                return Err(invalid(format!("{key}.domains"), "needs at least one domain"));
+                return Err(invalid(
+                    format!("{key}.domains"),
+                    "needs at least one domain",
+                ));
             }
             for (j, d) in rule.domains.iter().enumerate() {
                 if crate::dns::wire::name_from_str(d).is_none() {
-                    return Err(invalid(format!("{key}.domains[{j}]"), format!("{d:?} is not a domain name")));
+                    return Err(invalid(
+                        format!("{key}.domains[{j}]"),
+                        format!("{d:?} is not a domain name"),
+                    ));
                 }
             }
             if rule.servers.is_empty() {
-                return Err(invalid(format!("{key}.servers"), "needs at least one server"));
+                return Err(invalid(
+                    format!("{key}.servers"),
+                    "needs at least one server",
+                ));
             }
             let servers = rule
                 .servers
                 .iter()
                 .enumerate()
-                .map(|(j, s)| parse_addr(s, 53).map_err(|m| invalid(format!("{key}.servers[{j}]"), m)))
+                .map(|(j, s)| {
+                    parse_addr(s, 53).map_err(|m| invalid(format!("{key}.servers[{j}]"), m))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             forward.push(ForwardRule {
                 domains: rule.domains,
@@ -431,19 +446,31 @@ impl Settings {
         }
         let captive_raw = raw.captive_portal.unwrap_or_default();
         let captive = if captive_raw.enabled.unwrap_or(false) {
-            let names = captive_raw
-                .names
-                .unwrap_or_else(|| DEFAULT_CAPTIVE_NAMES.iter().map(|s| s.to_string()).collect());
+            let names = captive_raw.names.unwrap_or_else(|| {
+                DEFAULT_CAPTIVE_NAMES
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            });
             for (j, n) in names.iter().enumerate() {
                 if crate::dns::wire::name_from_str(n).is_none() {
-                    return Err(invalid(format!("captive-portal.names[{j}]"), format!("{n:?} is not a domain name")));
+                    return Err(invalid(
+                        format!("captive-portal.names[{j}]"),
+                        format!("{n:?} is not a domain name"),
+                    ));
                 }
             }
             let mut resolvers = Vec::new();
-            for (j, r) in captive_raw.resolvers.unwrap_or_else(|| vec!["auto".into()]).iter().enumerate() {
+            for (j, r) in captive_raw
+                .resolvers
+                .unwrap_or_else(|| vec!["auto".into()])
+                .iter()
+                .enumerate()
+            {
                 if r != "auto" {
                     resolvers.push(
-                        parse_addr(r, 53).map_err(|m| invalid(format!("captive-portal.resolvers[{j}]"), m))?,
+                        parse_addr(r, 53)
+                            .map_err(|m| invalid(format!("captive-portal.resolvers[{j}]"), m))?,
                     );
                 }
             }
@@ -486,6 +513,7 @@ impl Settings {
             resolver,
             hosts_file,
             records: raw.records.unwrap_or_default(),
+            hosts_ttl: raw.hosts_ttl.unwrap_or(60),
             forward,
             captive,
             tcp,
@@ -626,7 +654,10 @@ mod tests {
         assert_eq!(d.hosts_file, Some(PathBuf::from("/etc/hosts")));
         assert!(d.captive.is_none(), "off unless enabled");
         let err = settings("[[forward]]\ndomains = [\"lan\"]\nservers = [\"router\"]").unwrap_err();
-        assert!(err.to_string().starts_with("forward[0].servers[0]:"), "{err}");
+        assert!(
+            err.to_string().starts_with("forward[0].servers[0]:"),
+            "{err}"
+        );
         let err = settings("[[forward]]\ndomains = []\nservers = [\"192.168.1.1\"]").unwrap_err();
         assert!(err.to_string().starts_with("forward[0].domains:"), "{err}");
     }

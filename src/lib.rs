@@ -12,6 +12,7 @@
 //! future as arguments, so tests bind port 0 and run the real proxy in-process.
 
 pub mod cache;
+pub mod captive;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -21,6 +22,7 @@ pub mod listener;
 pub mod local;
 pub mod resolver;
 pub mod router;
+pub mod split;
 pub mod upstream;
 
 use std::future::Future;
@@ -32,13 +34,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use cache::Cache;
+use captive::CaptivePortal;
 use clock::Clock;
 use config::Settings;
 use listener::Sockets;
-use resolver::Resolver;
+use local::{LocalAnswers, LocalConfig, LocalError};
+use resolver::{LocalParts, Resolver};
 use router::Router;
 use upstream::Upstream;
 use upstream::bootstrap::Bootstrap;
+use upstream::plain::PlainClient;
 use upstream::tls::{TlsConfigs, TlsSetupError};
 
 /// Why the proxy could not be set up.
@@ -47,6 +52,9 @@ pub enum SetupError {
     /// TLS configuration (CA files, server names).
     #[error(transparent)]
     Tls(#[from] TlsSetupError),
+    /// Static records that cannot be served.
+    #[error(transparent)]
+    Local(#[from] LocalError),
 }
 
 /// How long a bootstrap resolver may take to answer.
@@ -80,12 +88,47 @@ pub fn build_router(settings: &Settings) -> Result<Router, SetupError> {
 pub fn build_resolver(settings: &Settings, clock: Clock) -> Result<Arc<Resolver>, SetupError> {
     let router = Arc::new(build_router(settings)?);
     let cache = Cache::with_stale(settings.cache_size, settings.ttl, settings.stale);
+    let local = build_local(settings)?;
     Ok(Arc::new(Resolver::new(
         cache,
         router,
+        local,
         clock,
         settings.resolver,
     )))
+}
+
+/// How long a plain (split-DNS or captive-portal) resolver may take to answer.
+const PLAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Builds what is answered without the encrypted upstreams.
+pub fn build_local(settings: &Settings) -> Result<LocalParts, SetupError> {
+    let answers = LocalAnswers::new(&LocalConfig {
+        hosts_file: settings.hosts_file.clone(),
+        records: settings.records.clone(),
+        hosts_ttl: settings.hosts_ttl,
+    })?;
+    let rules = settings
+        .forward
+        .iter()
+        .map(|rule| {
+            let client = Arc::new(PlainClient::new(rule.servers.clone(), PLAIN_TIMEOUT));
+            split::Rule::new(&rule.domains, client).expect("config validated the domains")
+        })
+        .collect();
+    let captive = settings.captive.as_ref().map(|c| {
+        let resolvers = if c.resolvers.is_empty() {
+            captive::Resolvers::Auto
+        } else {
+            captive::Resolvers::Fixed(c.resolvers.clone())
+        };
+        CaptivePortal::new(&c.names, resolvers, PLAIN_TIMEOUT).expect("config validated the names")
+    });
+    Ok(LocalParts {
+        answers: Arc::new(answers),
+        split: split::SplitDns::new(rules),
+        captive,
+    })
 }
 
 /// Serves `sockets` with `resolver` until `shutdown` completes.
@@ -122,10 +165,29 @@ pub async fn serve(
             .clone()
             .probe_unhealthy(token.clone().cancelled_owned()),
     );
+    tasks.spawn(reload_hosts(resolver.local().clone(), token.clone()));
     shutdown.await;
     info!("shutting down");
     token.cancel();
     while tasks.join_next().await.is_some() {}
+}
+
+/// How often the hosts file is checked for changes.
+const HOSTS_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Re-reads the hosts file when it changes, until `shutdown`.
+async fn reload_hosts(local: Arc<LocalAnswers>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(HOSTS_CHECK_INTERVAL) => {}
+        }
+        let local = local.clone();
+        // A stat (and a read when it changed): blocking file I/O off the async workers.
+        if let Ok(true) = tokio::task::spawn_blocking(move || local.reload_if_changed()).await {
+            info!("hosts file changed; reloaded");
+        }
+    }
 }
 
 /// Runs the proxy on `sockets` until `shutdown` completes.

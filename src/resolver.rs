@@ -1,15 +1,21 @@
 //! The path of one query, top to bottom:
 //!
 //! 1. validate the client's message (drop, or FORMERR / NOTIMP / REFUSED / BADVERS);
-//! 2. answer from the cache if a fresh entry exists (and refresh it in the background if it
+//! 2. answer names known locally (hosts file, static records); pick the route: a split-DNS
+//!    rule (plain DNS to the resolver that serves the domain), a locally served zone (private
+//!    reverse zones, home.arpa, local: answered here, never sent out), or the encrypted
+//!    upstreams;
+//! 3. answer from the cache if a fresh entry exists (and refresh it in the background if it
 //!    is popular and about to expire);
-//! 3. otherwise send a normalised query through the router (encrypted upstreams, failover);
-//! 4. check the answer against the question, cache it if its TTLs allow;
-//! 5. render it for this client: its ID, its spelling of the name, decayed TTLs, its EDNS
+//! 4. otherwise send a normalised query along the route (the router does failover between
+//!    encrypted upstreams);
+//! 5. check the answer against the question, cache it if its TTLs allow;
+//! 6. render it for this client: its ID, its spelling of the name, decayed TTLs, its EDNS
 //!    status, truncated with TC if it exceeds the client's UDP limit.
 //!
 //! When no upstream answers, an expired answer is served if the cache still has one
-//! (RFC 8767), else SERVFAIL.
+//! (RFC 8767), else SERVFAIL. The one exception to "encrypted or nothing" is the opt-in
+//! captive-portal policy (see [`crate::captive`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,9 +24,13 @@ use tokio::sync::Semaphore;
 use tracing::{debug, info, trace};
 
 use crate::cache::{Cache, Entry, Key, Lookup};
+use crate::captive::CaptivePortal;
 use crate::clock::Clock;
 use crate::dns::{self, Answer, ClientQuery, Rcode, Rejected};
+use crate::local::{self, LocalAnswers};
 use crate::router::{RouteError, Router};
+use crate::split::SplitDns;
+use crate::upstream::plain::PlainClient;
 
 /// The transport a query arrived on; it decides the size limit of the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +75,32 @@ pub struct Resolver {
     options: ResolverOptions,
     /// Bounds background fetches.
     background: Arc<Semaphore>,
+    /// Names answered from the hosts file and static records.
+    local: Arc<LocalAnswers>,
+    /// Domains forwarded in plain DNS.
+    split: SplitDns,
+    /// The opt-in captive-portal exception.
+    captive: Option<CaptivePortal>,
+}
+
+/// Where a query goes when the cache cannot answer it.
+#[derive(Clone)]
+enum Via {
+    /// The encrypted upstreams.
+    Router(Arc<Router>),
+    /// A split-DNS rule's plain resolver.
+    Plain(Arc<PlainClient>),
+}
+
+/// The local parts of a resolver: what is answered without the encrypted upstreams.
+#[derive(Clone)]
+pub struct LocalParts {
+    /// hosts file and static records.
+    pub answers: Arc<LocalAnswers>,
+    /// Split-DNS rules.
+    pub split: SplitDns,
+    /// Captive-portal exception, if enabled.
+    pub captive: Option<CaptivePortal>,
 }
 
 impl Resolver {
@@ -72,6 +108,7 @@ impl Resolver {
     pub fn new(
         cache: Cache,
         router: Arc<Router>,
+        local: LocalParts,
         clock: Clock,
         options: ResolverOptions,
     ) -> Resolver {
@@ -81,7 +118,15 @@ impl Resolver {
             clock,
             options,
             background: Arc::new(Semaphore::new(MAX_BACKGROUND_FETCHES)),
+            local: local.answers,
+            split: local.split,
+            captive: local.captive,
         }
+    }
+
+    /// The local answers (for reloading the hosts file).
+    pub fn local(&self) -> &Arc<LocalAnswers> {
+        &self.local
     }
 
     /// The router (for health reporting).
@@ -105,12 +150,30 @@ impl Resolver {
             Err(Rejected::Answer(answer)) => return Some(answer),
         };
         let udp_limit = (transport == Transport::Udp).then(|| query.udp_limit());
+        let internet_class = query.question.qclass == 1;
+        if internet_class && let Some(answer) = self.local.answer(&query) {
+            return Some(local::fit_to_limit(&query, answer, udp_limit));
+        }
+        let via = match self.split.route(query.name()) {
+            Some(rule) => Via::Plain(rule.client.clone()),
+            None => {
+                if internet_class && let Some(zone) = local::locally_served(query.name()) {
+                    // RFC 6303: private reverse zones and friends never leave the machine.
+                    let answer = local::local_zone_answer(&query, zone);
+                    return Some(local::fit_to_limit(&query, answer, udp_limit));
+                }
+                if let Some(answer) = self.captive_check(&query, udp_limit, false).await {
+                    return Some(answer);
+                }
+                Via::Router(self.router.clone())
+            }
+        };
         let key = Key::of(&query);
         let now = self.clock.now();
         let stale = match self.cache.lookup(&key, now) {
             Lookup::Fresh(entry) => {
                 if self.options.prefetch && entry.hit_wants_prefetch(now) {
-                    self.prefetch(key, &query);
+                    self.prefetch(key, &query, via);
                 }
                 return Some(self.cache.render(&entry, &query, now, udp_limit));
             }
@@ -118,8 +181,8 @@ impl Resolver {
             Lookup::Miss => None,
         };
         let fetched = match stale {
-            None => self.fetcher(key, &query).run().await,
-            Some(_) => self.fetch_or_give_up(key, &query).await,
+            None => self.fetcher(key, &query, via).run().await,
+            Some(_) => self.fetch_or_give_up(key, &query, via).await,
         };
         match (fetched, stale) {
             // SERVFAIL from upstream usually means the name's servers are unreachable,
@@ -137,6 +200,9 @@ impl Resolver {
                 Some(self.cache.render_stale(&entry, &query, udp_limit))
             }
             (Err(error), None) => {
+                if let Some(answer) = self.captive_check(&query, udp_limit, true).await {
+                    return Some(answer);
+                }
                 debug!(name = %query.name_string(), qtype = query.question.qtype, %error, "answering SERVFAIL");
                 Some(dns::error_response(
                     query.wire,
@@ -154,11 +220,12 @@ impl Resolver {
         &self,
         key: Key,
         query: &ClientQuery<'_>,
+        via: Via,
     ) -> Result<Arc<Entry>, RouteError> {
         let Ok(permit) = self.background.clone().try_acquire_owned() else {
-            return self.fetcher(key, query).run().await;
+            return self.fetcher(key, query, via).run().await;
         };
-        let fetcher = self.fetcher(key, query);
+        let fetcher = self.fetcher(key, query, via);
         let task = tokio::spawn(async move {
             let result = fetcher.run().await;
             drop(permit);
@@ -171,12 +238,12 @@ impl Resolver {
     }
 
     /// Refreshes an entry in the background; the client has already been answered.
-    fn prefetch(&self, key: Key, query: &ClientQuery<'_>) {
+    fn prefetch(&self, key: Key, query: &ClientQuery<'_>, via: Via) {
         let Ok(permit) = self.background.clone().try_acquire_owned() else {
             return;
         };
         debug!(name = %query.name_string(), qtype = query.question.qtype, "prefetching");
-        let fetcher = self.fetcher(key, query);
+        let fetcher = self.fetcher(key, query, via);
         tokio::spawn(async move {
             if let Err(error) = fetcher.run().await {
                 debug!(%error, "prefetch failed");
@@ -185,13 +252,37 @@ impl Resolver {
         });
     }
 
-    fn fetcher(&self, key: Key, query: &ClientQuery<'_>) -> Fetch {
+    /// The captive-portal exception: a connectivity-check name, with the policy enabled, and
+    /// either no healthy encrypted upstream or (`failed`) the encrypted attempt just failed.
+    /// Resolved in plaintext, logged, never cached.
+    async fn captive_check(
+        &self,
+        query: &ClientQuery<'_>,
+        udp_limit: Option<usize>,
+        failed: bool,
+    ) -> Option<Vec<u8>> {
+        let captive = self.captive.as_ref()?;
+        if !captive.covers(query.name()) || !(failed || self.router.all_unhealthy()) {
+            return None;
+        }
+        let upstream_query = dns::upstream_query(query);
+        let wire = captive
+            .exchange(&upstream_query, &query.name_string())
+            .await
+            .ok()?;
+        let parsed = dns::check_answer(&upstream_query, &wire).ok()?;
+        Some(Answer::new(&wire, &parsed).render(query, |ttl| ttl, udp_limit))
+    }
+
+    fn fetcher(&self, key: Key, query: &ClientQuery<'_>, via: Via) -> Fetch {
+        // Padding is added by the encrypted transports only (RFC 7830 §6).
+        let upstream_query = dns::upstream_query(query);
         Fetch {
             cache: self.cache.clone(),
-            router: self.router.clone(),
+            via,
             clock: self.clock.clone(),
             key,
-            upstream_query: dns::upstream_query(query),
+            upstream_query,
         }
     }
 }
@@ -200,7 +291,7 @@ impl Resolver {
 /// client that started it.
 struct Fetch {
     cache: Cache,
-    router: Arc<Router>,
+    via: Via,
     clock: Clock,
     key: Key,
     upstream_query: Vec<u8>,
@@ -209,7 +300,13 @@ struct Fetch {
 impl Fetch {
     /// Asks the router, checks and caches the answer.
     async fn run(self) -> Result<Arc<Entry>, RouteError> {
-        let (wire, _) = self.router.exchange(&self.upstream_query).await?;
+        let wire = match &self.via {
+            Via::Router(router) => router.exchange(&self.upstream_query).await?.0,
+            Via::Plain(client) => client
+                .exchange(&self.upstream_query)
+                .await
+                .map_err(|e| RouteError::AllFailed(vec![(format!("{:?}", client.servers()), e)]))?,
+        };
         // The router only returns answers that passed `check_answer`.
         let parsed = dns::check_answer(&self.upstream_query, &wire)
             .map_err(|e| RouteError::AllFailed(vec![("answer".into(), e.into())]))?;

@@ -170,6 +170,11 @@ impl Router {
         self.options
     }
 
+    /// True if no upstream is currently considered healthy.
+    pub fn all_unhealthy(&self) -> bool {
+        self.slots.iter().all(|s| !s.health().healthy)
+    }
+
     /// Current health of every upstream, in configuration order.
     pub fn status(&self) -> Vec<UpstreamStatus> {
         self.slots
@@ -339,12 +344,17 @@ impl Router {
         let now = Instant::now();
         let all_failed_together = self.slots.iter().all(|s| {
             let h = s.health();
-            !h.healthy && h.last_failure.is_some_and(|t| now.duration_since(t) < NETWORK_CHANGE_WINDOW)
+            !h.healthy
+                && h.last_failure
+                    .is_some_and(|t| now.duration_since(t) < NETWORK_CHANGE_WINDOW)
         });
         if !all_failed_together {
             return;
         }
-        let mut last = self.last_network_change.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = self
+            .last_network_change
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if last.is_some_and(|t| now.duration_since(t) < NETWORK_CHANGE_HOLDOFF) {
             return;
         }
@@ -362,7 +372,10 @@ impl Router {
 
     /// How many times the router has started over after a network change (for tests/stats).
     pub fn last_network_change(&self) -> Option<Instant> {
-        *self.last_network_change.lock().unwrap_or_else(|e| e.into_inner())
+        *self
+            .last_network_change
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Probes unhealthy upstreams whose backoff has passed, until `shutdown` resolves.

@@ -223,15 +223,33 @@ async fn a_frozen_dot_connection_is_replaced() {
         s.router.attempt_timeout = Duration::from_millis(2500);
     })
     .await;
-    assert_eq!(udp(proxy.addr, &query("a.test", RecordType::A)).await.answers.len(), 1);
+    assert_eq!(
+        udp(proxy.addr, &query("a.test", RecordType::A))
+            .await
+            .answers
+            .len(),
+        1
+    );
     relay.freeze();
     let caught = udp(proxy.addr, &query("mx.test", RecordType::MX)).await;
-    assert_eq!(caught.metadata.response_code, ResponseCode::ServFail, "caught on the dead connection");
+    assert_eq!(
+        caught.metadata.response_code,
+        ResponseCode::ServFail,
+        "caught on the dead connection"
+    );
     let started = Instant::now();
     let next = udp(proxy.addr, &query("mx.test", RecordType::MX)).await;
     assert_eq!(next.metadata.response_code, ResponseCode::NoError);
-    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
-    assert_eq!(relay.connection_count(), 2, "a fresh connection replaced the frozen one");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        relay.connection_count(),
+        2,
+        "a fresh connection replaced the frozen one"
+    );
 }
 
 /// Every upstream failing at once looks like our own network changing (WAN reconnect, laptop
@@ -251,7 +269,13 @@ async fn when_every_upstream_fails_at_once_the_router_starts_over() {
         s.router.query_timeout = Duration::from_secs(1);
     })
     .await;
-    assert_eq!(udp(proxy.addr, &query("a.test", RecordType::A)).await.answers.len(), 1);
+    assert_eq!(
+        udp(proxy.addr, &query("a.test", RecordType::A))
+            .await
+            .answers
+            .len(),
+        1
+    );
     let lookups = bootstrap.query_count();
     let connections = dot.connection_count() + doh.connection_count();
     dot.set_behavior(Behavior::CloseImmediately);
@@ -259,16 +283,32 @@ async fn when_every_upstream_fails_at_once_the_router_starts_over() {
     let failed = udp(proxy.addr, &query("mx.test", RecordType::MX)).await;
     assert_eq!(failed.metadata.response_code, ResponseCode::ServFail);
     let router = proxy.resolver.router();
-    assert!(router.last_network_change().is_some(), "treated as a network change");
-    assert!(router.status().iter().all(|u| u.healthy), "a clean slate, not backed off");
+    assert!(
+        router.last_network_change().is_some(),
+        "treated as a network change"
+    );
+    assert!(
+        router.status().iter().all(|u| u.healthy),
+        "a clean slate, not backed off"
+    );
     dot.set_behavior(Behavior::Answer);
     doh.set_behavior(Behavior::Answer);
     let started = Instant::now();
     let ok = udp(proxy.addr, &query("mx.test", RecordType::MX)).await;
     assert_eq!(ok.metadata.response_code, ResponseCode::NoError);
-    assert!(started.elapsed() < Duration::from_millis(500), "{:?}", started.elapsed());
-    assert!(bootstrap.query_count() > lookups, "upstream addresses looked up again");
-    assert!(dot.connection_count() + doh.connection_count() > connections, "new connections");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        bootstrap.query_count() > lookups,
+        "upstream addresses looked up again"
+    );
+    assert!(
+        dot.connection_count() + doh.connection_count() > connections,
+        "new connections"
+    );
 }
 
 /// One upstream failing is not a network change.
@@ -297,11 +337,25 @@ async fn a_frozen_doh_connection_is_detected_by_ping_and_replaced() {
         s.connect.keepalive_interval = Duration::from_millis(300);
     })
     .await;
-    assert_eq!(udp(proxy.addr, &query("a.test", RecordType::A)).await.answers.len(), 1);
+    assert_eq!(
+        udp(proxy.addr, &query("a.test", RecordType::A))
+            .await
+            .answers
+            .len(),
+        1
+    );
     relay.freeze();
     let started = Instant::now();
     let answer = udp(proxy.addr, &query("mx.test", RecordType::MX)).await;
-    assert_eq!(answer.metadata.response_code, ResponseCode::NoError, "answered on a new connection");
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert_eq!(
+        answer.metadata.response_code,
+        ResponseCode::NoError,
+        "answered on a new connection"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(relay.connection_count(), 2);
 }

@@ -60,6 +60,8 @@ pub fn test_settings(upstreams: &[String]) -> Settings {
     let mut settings =
         Settings::from_raw(RawConfig::default(), overrides).expect("valid test settings");
     settings.bootstrap.clear();
+    // Tests see only the names they set up, not this machine's /etc/hosts.
+    settings.hosts_file = None;
     settings
 }
 
