@@ -16,6 +16,7 @@ use crate::cache::{StalePolicy, TtlPolicy};
 use crate::listener::tcp::TcpLimits;
 use crate::resolver::ResolverOptions;
 use crate::router::{RouterOptions, Strategy};
+use crate::upstream::pin::parse_pin;
 use crate::upstream::{ConnectOptions, UpstreamSpec};
 
 /// Where dnsward listens when nothing else is configured.
@@ -95,8 +96,8 @@ fn invalid(key: impl Into<String>, message: impl ToString) -> ConfigError {
 pub struct RawConfig {
     /// Addresses to listen on (UDP and TCP), `ADDR:PORT` or `ADDR` (port 53).
     pub listen: Option<Vec<String>>,
-    /// Upstream URLs.
-    pub upstreams: Option<Vec<String>>,
+    /// Upstreams: URLs, or tables with a URL and options.
+    pub upstreams: Option<Vec<RawUpstream>>,
     /// Plain DNS servers to resolve upstream names without addresses.
     pub bootstrap: Option<Vec<String>>,
     /// Extra CA certificates (PEM files) to trust.
@@ -149,6 +150,27 @@ pub struct RawCache {
     pub stale_answer_timeout_ms: Option<u64>,
     /// Refresh popular answers shortly before they expire.
     pub prefetch: Option<bool>,
+}
+
+/// An upstream as written: a bare URL, or `{ url = "...", pin-sha256 = ["..."] }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawUpstream {
+    /// Just the URL.
+    Url(String),
+    /// A URL with options.
+    Table(RawUpstreamTable),
+}
+
+/// The table form of an upstream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawUpstreamTable {
+    /// The URL.
+    pub url: String,
+    /// SHA-256 pins of a public key in the certificate chain (base64); fails closed.
+    #[serde(default)]
+    pub pin_sha256: Vec<String>,
 }
 
 /// One `[[forward]]` rule.
@@ -295,22 +317,34 @@ impl Settings {
             .map(|(i, s)| parse_addr(s, 53).map_err(|m| invalid(format!("{listen_key}[{i}]"), m)))
             .collect::<Result<Vec<_>, _>>()?;
 
-        let (up_key, up_strings) = if !overrides.upstreams.is_empty() {
-            ("--upstream", overrides.upstreams)
+        let (up_key, raw_upstreams) = if !overrides.upstreams.is_empty() {
+            (
+                "--upstream",
+                overrides
+                    .upstreams
+                    .into_iter()
+                    .map(RawUpstream::Url)
+                    .collect(),
+            )
         } else if let Some(u) = raw.upstreams {
             ("upstreams", u)
         } else {
-            ("upstreams", DEFAULT_UPSTREAMS.map(String::from).to_vec())
+            (
+                "upstreams",
+                DEFAULT_UPSTREAMS
+                    .iter()
+                    .map(|s| RawUpstream::Url(s.to_string()))
+                    .collect::<Vec<_>>(),
+            )
         };
-        if up_strings.is_empty() {
+        if raw_upstreams.is_empty() {
             return Err(invalid(up_key, "needs at least one upstream URL"));
         }
-        let upstreams = up_strings
-            .iter()
+        let upstreams = raw_upstreams
+            .into_iter()
             .enumerate()
-            .map(|(i, s)| {
-                s.parse::<UpstreamSpec>()
-                    .map_err(|e| invalid(format!("{up_key}[{i}]"), format!("{s:?}: {e}")))
+            .map(|(i, raw)| {
+                upstream(raw).map_err(|(sub, m)| invalid(format!("{up_key}[{i}]{sub}"), m))
             })
             .collect::<Result<Vec<_>, _>>()?;
 
@@ -531,6 +565,23 @@ impl Settings {
     }
 }
 
+/// Validates one upstream; errors carry a sub-key (e.g. ".pin-sha256[0]") and a message.
+fn upstream(raw: RawUpstream) -> Result<UpstreamSpec, (String, String)> {
+    let (url, pins) = match raw {
+        RawUpstream::Url(url) => (url, Vec::new()),
+        RawUpstream::Table(t) => (t.url, t.pin_sha256),
+    };
+    let mut spec = url
+        .parse::<UpstreamSpec>()
+        .map_err(|e| (String::new(), format!("{url:?}: {e}")))?;
+    spec.pin_sha256 = pins
+        .iter()
+        .enumerate()
+        .map(|(j, p)| parse_pin(p).map_err(|e| (format!(".pin-sha256[{j}]"), e.to_string())))
+        .collect::<Result<_, _>>()?;
+    Ok(spec)
+}
+
 fn millis(key: &str, value: Option<u64>, default: Duration) -> Result<Duration, ConfigError> {
     match value {
         None => Ok(default),
@@ -660,6 +711,26 @@ mod tests {
         );
         let err = settings("[[forward]]\ndomains = []\nservers = [\"192.168.1.1\"]").unwrap_err();
         assert!(err.to_string().starts_with("forward[0].domains:"), "{err}");
+    }
+
+    #[test]
+    fn upstream_tables_carry_pins() {
+        let pin = "sha256/".to_string() + &"A".repeat(43) + "=";
+        let s = settings(&format!(
+            "upstreams = [\"tls://a#127.0.0.1\", {{ url = \"https://b/dns-query#127.0.0.2\", pin-sha256 = [\"{pin}\"] }}]"
+        ))
+        .unwrap();
+        assert!(s.upstreams[0].pin_sha256.is_empty());
+        assert_eq!(s.upstreams[1].pin_sha256, [[0u8; 32]]);
+        let err =
+            settings("upstreams = [{ url = \"tls://a#127.0.0.1\", pin-sha256 = [\"short\"] }]")
+                .unwrap_err();
+        assert!(
+            err.to_string().starts_with("upstreams[0].pin-sha256[0]:"),
+            "{err}"
+        );
+        let err = settings("upstreams = [{ url = \"tls://a\", pin = [] }]").unwrap_err();
+        assert!(err.to_string().contains("upstreams"), "{err}");
     }
 
     #[test]

@@ -359,3 +359,178 @@ async fn a_frozen_doh_connection_is_detected_by_ping_and_replaced() {
     );
     assert_eq!(relay.connection_count(), 2);
 }
+
+fn a_records(m: &hickory_proto::op::Message) -> Vec<String> {
+    m.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn hosts_file_and_static_records_answer_locally_and_reload() {
+    let upstream = FakeUpstream::dot(zone(), Behavior::Answer).await;
+    let dir = std::env::temp_dir().join(format!("dnsward-living-hosts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let hosts = dir.join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 localhost\n192.168.1.10 nas.lan nas\n").unwrap();
+    let hosts_path = hosts.clone();
+    let proxy = start_proxy_with(&[upstream.url()], move |s| {
+        s.hosts_file = Some(hosts_path);
+        s.records = vec!["printer.home.arpa. 300 IN A 192.168.1.20".into()];
+    })
+    .await;
+    let nas = udp(proxy.addr, &query("NAS.lan", RecordType::A)).await;
+    assert_eq!(a_records(&nas), ["192.168.1.10"]);
+    assert!(nas.metadata.authoritative);
+    assert_eq!(
+        nas.queries[0].name().to_string(),
+        "NAS.lan.",
+        "client's case kept"
+    );
+    let ptr = udp(
+        proxy.addr,
+        &query("10.1.168.192.in-addr.arpa", RecordType::PTR),
+    )
+    .await;
+    assert!(matches!(&ptr.answers[0].data, RData::PTR(p) if p.0.to_string() == "nas.lan."));
+    let printer = udp(proxy.addr, &query("printer.home.arpa", RecordType::A)).await;
+    assert_eq!(a_records(&printer), ["192.168.1.20"]);
+    let nodata = udp(proxy.addr, &query("nas.lan", RecordType::MX)).await;
+    assert_eq!(
+        (nodata.metadata.response_code, nodata.answers.len()),
+        (ResponseCode::NoError, 0)
+    );
+    assert_eq!(upstream.query_count(), 0, "nothing local went upstream");
+    // Edit the file: the new address is served once the reload task notices.
+    std::fs::write(
+        &hosts,
+        "127.0.0.1 localhost\n192.168.1.99 nas.lan nas # moved\n",
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = udp(proxy.addr, &query("nas.lan", RecordType::A)).await;
+        if a_records(&got) == ["192.168.1.99"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hosts file not reloaded: {:?}",
+            a_records(&got)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn split_dns_sends_lan_names_to_the_local_resolver_and_the_rest_encrypted() {
+    let upstream = FakeUpstream::doh(zone(), Behavior::Answer).await;
+    let router = PlainDns::start(Zone::new().records(
+        "lan. 3600 IN SOA router.lan. admin.lan. 1 3600 600 86400 60
+         nas.lan. 120 IN A 192.168.1.10
+         10.1.168.192.in-addr.arpa. 120 IN PTR nas.lan.",
+    ))
+    .await;
+    let router_addr = router.addr;
+    let proxy = start_proxy_with(&[upstream.url()], move |s| {
+        s.forward = vec![dnsward::config::ForwardRule {
+            domains: vec!["lan".into(), "1.168.192.in-addr.arpa".into()],
+            servers: vec![router_addr],
+        }];
+    })
+    .await;
+    let q = query("nas.lan", RecordType::A);
+    let nas = udp(proxy.addr, &q).await;
+    assert_eq!(a_records(&nas), ["192.168.1.10"]);
+    assert_eq!(nas.metadata.id, q.metadata.id, "client ID restored");
+    let ptr = udp(
+        proxy.addr,
+        &query("10.1.168.192.in-addr.arpa", RecordType::PTR),
+    )
+    .await;
+    assert_eq!(ptr.answers.len(), 1);
+    assert_eq!(router.query_count(), 2);
+    // Cached like any answer.
+    udp(proxy.addr, &q).await;
+    assert_eq!(router.query_count(), 2);
+    // Everything else still goes encrypted.
+    assert_eq!(
+        a_records(&udp(proxy.addr, &query("a.test", RecordType::A)).await),
+        ["192.0.2.1"]
+    );
+    assert_eq!(upstream.query_count(), 1);
+    assert!(
+        upstream
+            .received_messages()
+            .iter()
+            .all(|m| !m.queries[0].name().to_string().contains("lan"))
+    );
+}
+
+#[tokio::test]
+async fn private_reverse_zones_are_never_sent_to_public_upstreams() {
+    let upstream = FakeUpstream::dot(zone(), Behavior::Answer).await;
+    let proxy = start_proxy(&[upstream.url()]).await;
+    for name in [
+        "1.1.168.192.in-addr.arpa",
+        "5.0.0.10.in-addr.arpa",
+        "1.0.16.172.in-addr.arpa",
+        "printer.home.arpa",
+        "macbook.local",
+    ] {
+        let got = udp(proxy.addr, &query(name, RecordType::PTR)).await;
+        assert_eq!(got.metadata.response_code, ResponseCode::NXDomain, "{name}");
+        assert_eq!(got.authorities[0].record_type(), RecordType::SOA, "{name}");
+    }
+    assert_eq!(upstream.query_count(), 0);
+}
+
+#[tokio::test]
+async fn captive_portal_names_go_plaintext_only_while_upstreams_are_unreachable() {
+    let portal = PlainDns::start(Zone::new().record("captive.apple.com. 60 IN A 10.9.9.9")).await;
+    let upstream = FakeUpstream::dot(
+        Zone::new().record("captive.apple.com. 60 IN A 17.253.1.1"),
+        Behavior::CloseImmediately,
+    )
+    .await;
+    let portal_addr = portal.addr;
+    let proxy = start_proxy_with(&[upstream.url()], move |s| {
+        s.captive = Some(dnsward::config::CaptiveSettings {
+            names: vec!["captive.apple.com".into()],
+            resolvers: vec![portal_addr],
+        });
+        s.stale.enabled = false;
+    })
+    .await;
+    let got = udp(proxy.addr, &query("captive.apple.com", RecordType::A)).await;
+    assert_eq!(
+        a_records(&got),
+        ["10.9.9.9"],
+        "through the network's resolver"
+    );
+    let other = udp(proxy.addr, &query("example.com", RecordType::A)).await;
+    assert_eq!(
+        other.metadata.response_code,
+        ResponseCode::ServFail,
+        "nothing else in plaintext"
+    );
+    assert_eq!(portal.query_count(), 1);
+    // Logged in: the upstream answers again, and the name is resolved encrypted.
+    upstream.set_behavior(Behavior::Answer);
+    eventually("the upstream to be healthy", || {
+        proxy.resolver.router().status().iter().all(|u| u.healthy)
+    })
+    .await;
+    let got = udp(proxy.addr, &query("captive.apple.com", RecordType::A)).await;
+    assert_eq!(a_records(&got), ["17.253.1.1"]);
+    assert_eq!(
+        portal.query_count(),
+        1,
+        "not cached from plaintext, not asked again"
+    );
+}
