@@ -197,3 +197,30 @@ fn defaults_in_an_offline_namespace_give_prompt_servfail() {
     assert!(elapsed < 4000, "two SERVFAILs took {elapsed} ms");
     assert!(stdout.contains("run-exit=0"), "{stdout}\n{stderr}");
 }
+
+/// The shipped systemd unit passes `systemd-analyze verify` (with the paths pointed at this
+/// build and the example configuration).
+#[test]
+fn the_systemd_unit_verifies() {
+    if !have("systemd-analyze") {
+        eprintln!("SKIPPED: systemd-analyze not installed");
+        return;
+    }
+    let unit = std::fs::read_to_string(root().join("dist/systemd/dnsward.service")).unwrap();
+    let config = root().join("dnsward.example.toml");
+    let unit = unit
+        .replace("/usr/local/bin/dnsward", env!("CARGO_BIN_EXE_dnsward"))
+        .replace("/etc/dnsward/dnsward.toml", config.to_str().unwrap());
+    let dir = temp_dir("systemd");
+    let path = dir.join("dnsward.service");
+    std::fs::write(&path, unit).unwrap();
+    let mut cmd = std::process::Command::new("systemd-analyze");
+    cmd.args(["verify", "--man=no"]).arg(&path);
+    let out = run_bounded(cmd, Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let problems: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("dnsward.service"))
+        .collect();
+    assert!(out.status.success() && problems.is_empty(), "{stderr}");
+}
