@@ -370,7 +370,7 @@ impl Router {
         }
     }
 
-    /// How many times the router has started over after a network change (for tests/stats).
+    /// When the router last started over after a network change, if ever (for tests/stats).
     pub fn last_network_change(&self) -> Option<Instant> {
         *self
             .last_network_change

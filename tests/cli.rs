@@ -94,16 +94,12 @@ fn bad_flags_fail_with_usage() {
 /// Port 53 without privilege must say how to fix it. Needs root to drop to `nobody`.
 #[test]
 fn binding_port_53_without_privilege_explains_the_fix() {
-    let is_root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
     let unprivileged_start: u32 =
         std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(1024);
-    if !is_root || unprivileged_start <= 53 || !have("setpriv") {
+    if !is_root() || unprivileged_start <= 53 || !have("setpriv") {
         eprintln!("SKIPPED: needs root, setpriv and a kernel that protects port 53");
         return;
     }
@@ -153,11 +149,7 @@ fn the_shipped_example_config_is_valid() {
 /// once, and the client must get SERVFAIL promptly on the default listeners.
 #[test]
 fn defaults_in_an_offline_namespace_give_prompt_servfail() {
-    let is_root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    if !is_root || !have("unshare") || !have("ip") || !require(&["kdig"]) {
+    if !is_root() || !have("unshare") || !have("ip") || !require(&["kdig"]) {
         eprintln!("SKIPPED: needs root, unshare, ip and kdig");
         return;
     }

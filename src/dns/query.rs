@@ -1,7 +1,7 @@
 //! Client queries: validation, the responses dnsward builds itself (FORMERR, NOTIMP,
 //! SERVFAIL, REFUSED, BADVERS), and the normalised query sent upstream.
 
-use super::wire::{self, Edns, HEADER_LEN, Header, Parsed, Question, WireError};
+use super::wire::{self, Edns, HEADER_LEN, Header, Parsed, Question};
 
 /// DNS response codes dnsward produces itself (RFC 1035 §4.1.1, RFC 6891 §9).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,11 +229,6 @@ pub fn padded(query: &[u8]) -> Vec<u8> {
     out.extend((pad as u16).to_be_bytes());
     out.resize(out.len() + pad, 0);
     out
-}
-
-/// Parses `wire` and returns its framing error, if any (used by tests and fuzzing).
-pub fn framing_error(wire: &[u8]) -> Option<WireError> {
-    wire::parse(wire).err()
 }
 
 #[cfg(test)]

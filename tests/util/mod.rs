@@ -64,6 +64,14 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// Are the tests running as root (needed to drop privileges or make namespaces)?
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
 /// Is `program` on PATH?
 pub fn have(program: &str) -> bool {
     Command::new("sh")
