@@ -36,6 +36,39 @@ pub enum Command {
     },
     /// Resolve one name over the encrypted path and print the answer dig-style.
     Query(QueryArgs),
+    /// Compare the network's plaintext resolver with the trusted encrypted upstreams and
+    /// report tampering. Exit status: 0 nothing hijacked, 3 hijacking found, 2 error.
+    Audit(AuditArgs),
+}
+
+/// `dnsward audit`.
+#[derive(Debug, Default, Args)]
+pub struct AuditArgs {
+    /// The plaintext resolver to audit (default: the first nameserver in /etc/resolv.conf).
+    #[arg(long, value_name = "ADDR[:PORT]")]
+    pub plain: Option<String>,
+    /// Names to check, one per line, optionally followed by types (default: a built-in list).
+    #[arg(long, value_name = "FILE")]
+    pub names: Option<PathBuf>,
+    /// Record types to check for names without their own (A, AAAA, or A,AAAA).
+    #[arg(long, default_value = "A,AAAA", value_name = "TYPES")]
+    pub types: String,
+    /// Write the machine-readable report here (`-` for standard output).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write a self-contained HTML report here.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// IP-to-ASN database in MaxMind format (e.g. GeoLite2-ASN.mmdb): an address in the same
+    /// network as the trusted answers counts as a benign variation.
+    #[arg(long, value_name = "FILE")]
+    pub asn_db: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Upstream selection (the trusted side).
+    #[command(flatten)]
+    pub upstream: UpstreamArgs,
 }
 
 /// Flags that choose and trust upstreams.

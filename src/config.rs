@@ -126,6 +126,10 @@ pub struct RawConfig {
     pub cache: Option<RawCache>,
     /// TCP listener settings.
     pub tcp: Option<RawTcp>,
+    /// Per-answer hijack checks.
+    pub hijack: Option<crate::hijack::config::RawHijack>,
+    /// `dnsward audit` settings.
+    pub audit: Option<crate::hijack::config::RawAudit>,
 }
 
 /// `[cache]`.
@@ -296,6 +300,10 @@ pub struct Settings {
     pub tcp: TcpLimits,
     /// UDP in-flight limit.
     pub udp_max_in_flight: usize,
+    /// Per-answer hijack checks.
+    pub hijack: crate::hijack::config::HijackSettings,
+    /// `dnsward audit` settings.
+    pub audit: crate::hijack::config::AuditSettings,
 }
 
 impl Settings {
@@ -552,6 +560,8 @@ impl Settings {
             captive,
             tcp,
             udp_max_in_flight: positive("udp-max-in-flight", raw.udp_max_in_flight, 1024)?,
+            hijack: crate::hijack::config::HijackSettings::from_raw(raw.hijack)?,
+            audit: crate::hijack::config::AuditSettings::from_raw(raw.audit)?,
         })
     }
 

@@ -18,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod dig;
 pub mod dns;
+pub mod hijack;
 pub mod listener;
 pub mod local;
 pub mod resolver;
@@ -62,6 +63,11 @@ const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Builds the router over the configured upstreams (nothing is connected yet).
 pub fn build_router(settings: &Settings) -> Result<Router, SetupError> {
+    Ok(Router::new(build_upstreams(settings)?, settings.router))
+}
+
+/// Builds the configured upstreams (nothing is connected yet).
+pub fn build_upstreams(settings: &Settings) -> Result<Vec<Upstream>, SetupError> {
     let tls = TlsConfigs::new(&settings.ca_files)?;
     let bootstrap = (!settings.bootstrap.is_empty()).then(|| {
         Arc::new(Bootstrap::new(
@@ -81,7 +87,7 @@ pub fn build_router(settings: &Settings) -> Result<Router, SetupError> {
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Router::new(upstreams, settings.router))
+    Ok(upstreams)
 }
 
 /// Builds the query pipeline for `settings`, measuring cache age with `clock`.

@@ -10,7 +10,7 @@ use clap::Parser;
 use hickory_proto::rr::RecordType;
 use tracing_subscriber::EnvFilter;
 
-use dnsward::cli::{Cli, Command, QueryArgs, RunArgs};
+use dnsward::cli::{AuditArgs, Cli, Command, QueryArgs, RunArgs};
 use dnsward::config::{Overrides, Settings};
 use dnsward::listener::Sockets;
 
@@ -18,8 +18,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "warn",
-        // `query` prints every upstream's failure itself; its logs are only for -v.
-        (false, 0) if matches!(cli.command, Command::Query(_)) => "error",
+        // `query` and `audit` report failures themselves; their logs are only for -v.
+        (false, 0) if matches!(cli.command, Command::Query(_) | Command::Audit(_)) => "error",
         (false, 0) => "info",
         (false, 1) => "dnsward=debug,info",
         (false, _) => "dnsward=trace,debug",
@@ -66,6 +66,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Run(args) => runtime()?.block_on(proxy(cli.config, args)),
         Command::Query(args) => runtime()?.block_on(query(cli.config, args)),
+        Command::Audit(args) => runtime()?.block_on(audit(cli.config, args)),
     }
 }
 
@@ -153,4 +154,73 @@ fn parse_type(s: &str) -> Result<u16> {
     RecordType::from_str(&upper)
         .map(u16::from)
         .map_err(|_| anyhow::anyhow!("unknown record type {s:?}"))
+}
+
+/// Exit status of `audit` when something was judged hijacked.
+const EXIT_HIJACKED: u8 = 3;
+
+async fn audit(config: Option<std::path::PathBuf>, args: AuditArgs) -> Result<ExitCode> {
+    use dnsward::hijack::audit::{self, AsnDb, Audit};
+    use std::io::Write;
+
+    let settings = Settings::load(config.as_deref(), args.upstream.overrides(Vec::new()))?;
+    let types = audit::parse_types(&args.types).map_err(|e| anyhow::anyhow!("--types: {e}"))?;
+    let plain = match (&args.plain, settings.audit.plain) {
+        (Some(p), _) => {
+            dnsward::config::parse_addr(p, 53).map_err(|e| anyhow::anyhow!("--plain: {e}"))?
+        }
+        (None, Some(p)) => p,
+        (None, None) => std::fs::read_to_string("/etc/resolv.conf")
+            .ok()
+            .and_then(|t| audit::resolv_conf_nameserver(&t))
+            .ok_or(audit::AuditError::NoPlainResolver)?,
+    };
+    let names = match &args.names {
+        Some(path) => audit::load_names(path, &types)?,
+        None => audit::default_names(&types),
+    };
+    let asn = args.asn_db.as_deref().map(AsnDb::open).transpose()?;
+    let auditor = Audit::new(&settings, plain, names, asn)?;
+    let json_to_stdout = args.json.as_deref() == Some(std::path::Path::new("-"));
+    let show_progress = !args.no_progress && std::io::stderr().is_terminal();
+    let progress = move |done: usize, total: usize| {
+        if show_progress {
+            let width = 30;
+            let filled = done * width / total.max(1);
+            eprint!(
+                "\r[{}{}] {done}/{total}",
+                "#".repeat(filled),
+                ".".repeat(width - filled)
+            );
+            if done == total {
+                eprintln!();
+            }
+        }
+    };
+    let report = auditor.run(&progress).await?;
+    let table = audit::report::table(&report);
+    if json_to_stdout {
+        eprint!("{table}");
+    } else {
+        print!("{table}");
+    }
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report)?;
+        if json_to_stdout {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{json}")?;
+        } else {
+            std::fs::write(path, json + "\n")
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
+    if let Some(path) = &args.html {
+        std::fs::write(path, audit::report::html(&report))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(if report.found_hijacking() {
+        ExitCode::from(EXIT_HIJACKED)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -18,7 +18,8 @@ use tracing::debug;
 
 use super::bootstrap::Endpoint;
 use super::slot::Slot;
-use super::{ConnectOptions, UpstreamError, UpstreamSpec, tls};
+use super::tls::{self, PeerIdentity};
+use super::{ConnectOptions, UpstreamError, UpstreamSpec};
 use crate::dns::query::padded;
 
 /// The DoH media type (RFC 8484 §6).
@@ -40,6 +41,8 @@ pub struct DohClient {
     options: ConnectOptions,
     /// The current connection's request handle (cheap to clone; all clones share the connection).
     conn: Slot<SendRequest<Full<Bytes>>>,
+    /// Who is on the other end of the current connection.
+    identity: Arc<PeerIdentity>,
 }
 
 impl DohClient {
@@ -50,6 +53,7 @@ impl DohClient {
         tls: Arc<ClientConfig>,
         server_name: ServerName<'static>,
         options: ConnectOptions,
+        identity: Arc<PeerIdentity>,
     ) -> DohClient {
         let host = if spec.host.contains(':') {
             format!("[{}]", spec.host)
@@ -66,6 +70,7 @@ impl DohClient {
             server_name,
             options,
             conn: Slot::new(|s| !s.is_closed()),
+            identity,
         }
     }
 
@@ -134,6 +139,7 @@ impl DohClient {
                 self.tls.clone(),
                 self.server_name.clone(),
                 self.options.clone(),
+                self.identity.clone(),
             ))
             .await
     }
@@ -146,12 +152,14 @@ async fn connect(
     tls: Arc<ClientConfig>,
     server_name: ServerName<'static>,
     options: ConnectOptions,
+    identity: Arc<PeerIdentity>,
 ) -> Result<SendRequest<Full<Bytes>>, UpstreamError> {
     let limit = options.connect_timeout;
     let started = tokio::time::Instant::now();
     let addrs = endpoint.addrs().await?;
     let left = limit.saturating_sub(started.elapsed());
     let stream = tls::connect(&addrs, tls, server_name, left).await?;
+    identity.record(&stream);
     if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
         return Err(UpstreamError::NoHttp2);
     }

@@ -21,7 +21,8 @@ use tracing::debug;
 
 use super::bootstrap::Endpoint;
 use super::slot::Slot;
-use super::{ConnectOptions, UpstreamError, tls};
+use super::tls::{self, PeerIdentity};
+use super::{ConnectOptions, UpstreamError};
 use crate::dns::query::padded;
 
 /// Most queries outstanding on one connection.
@@ -42,6 +43,8 @@ pub struct DotClient {
     options: ConnectOptions,
     /// The current connection.
     conn: Slot<Arc<Connection>>,
+    /// Who is on the other end of the current connection.
+    identity: Arc<PeerIdentity>,
 }
 
 /// One pipelined TLS connection.
@@ -132,6 +135,7 @@ impl DotClient {
         tls: Arc<ClientConfig>,
         server_name: ServerName<'static>,
         options: ConnectOptions,
+        identity: Arc<PeerIdentity>,
     ) -> DotClient {
         DotClient {
             endpoint: Arc::new(endpoint),
@@ -139,6 +143,7 @@ impl DotClient {
             server_name,
             options,
             conn: Slot::new(|c| !c.is_closed()),
+            identity,
         }
     }
 
@@ -171,12 +176,14 @@ impl DotClient {
         let tls = self.tls.clone();
         let server_name = self.server_name.clone();
         let options = self.options.clone();
+        let identity = self.identity.clone();
         self.conn
             .get_or_connect(async move {
                 let started = Instant::now();
                 let addrs = endpoint.addrs().await?;
                 let left = options.connect_timeout.saturating_sub(started.elapsed());
                 let stream = tls::connect(&addrs, tls, server_name.clone(), left).await?;
+                identity.record(&stream);
                 debug!(server = ?server_name, "DoT connection established");
                 Ok(spawn_connection(stream, options.idle_timeout))
             })

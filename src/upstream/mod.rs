@@ -267,6 +267,8 @@ pub struct Upstream {
     spec: UpstreamSpec,
     /// The transport client.
     client: Client,
+    /// The server on the current connection (for hijack reports).
+    identity: Arc<tls::PeerIdentity>,
 }
 
 impl Upstream {
@@ -286,6 +288,7 @@ impl Upstream {
             (Protocol::Doh, false) => tls.pinned(&spec.pin_sha256, tls::DOH_ALPN)?,
             (Protocol::Dot, false) => tls.pinned(&spec.pin_sha256, tls::DOT_ALPN)?,
         };
+        let identity = Arc::new(tls::PeerIdentity::default());
         let client = match spec.protocol {
             Protocol::Doh => Client::Doh(doh::DohClient::new(
                 &spec,
@@ -293,17 +296,31 @@ impl Upstream {
                 config,
                 server_name,
                 options,
+                identity.clone(),
             )),
-            Protocol::Dot => {
-                Client::Dot(dot::DotClient::new(endpoint, config, server_name, options))
-            }
+            Protocol::Dot => Client::Dot(dot::DotClient::new(
+                endpoint,
+                config,
+                server_name,
+                options,
+                identity.clone(),
+            )),
         };
-        Ok(Upstream { spec, client })
+        Ok(Upstream {
+            spec,
+            client,
+            identity,
+        })
     }
 
     /// The configuration it was made from.
     pub fn spec(&self) -> &UpstreamSpec {
         &self.spec
+    }
+
+    /// The server of the current (or last) connection: its address and SPKI SHA-256.
+    pub fn peer(&self) -> Option<(SocketAddr, [u8; 32])> {
+        self.identity.get()
     }
 
     /// Drops the connection and any looked-up addresses, so the next query starts afresh

@@ -150,6 +150,34 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsSetupError> {
     ServerName::try_from(host.to_string()).map_err(|_| TlsSetupError::ServerName(host.into()))
 }
 
+/// The identity of the server on the current connection: its address and the SHA-256 of its
+/// certificate's SubjectPublicKeyInfo (the value `pin-sha256` takes). Reported in the hijack
+/// log and the audit, so a finding says which server answered.
+#[derive(Debug, Default)]
+pub struct PeerIdentity {
+    /// Set after each successful handshake.
+    current: std::sync::Mutex<Option<(SocketAddr, [u8; 32])>>,
+}
+
+impl PeerIdentity {
+    /// Records the server of a freshly established `stream`.
+    pub fn record(&self, stream: &TlsStream<TcpStream>) {
+        let (tcp, session) = stream.get_ref();
+        let spki = session
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(super::pin::spki_sha256);
+        if let (Ok(addr), Some(spki)) = (tcp.peer_addr(), spki) {
+            *self.current.lock().expect("not poisoned") = Some((addr, spki));
+        }
+    }
+
+    /// The last server seen: its address and SPKI hash.
+    pub fn get(&self) -> Option<(SocketAddr, [u8; 32])> {
+        *self.current.lock().expect("not poisoned")
+    }
+}
+
 /// Connects to the first address that accepts and completes a TLS handshake, within `limit`
 /// overall. Each address gets an equal share of the time left, so one that stalls cannot use
 /// up the budget of those after it; a TLS failure on one address moves on to the next too.
