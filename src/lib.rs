@@ -38,6 +38,7 @@ use cache::Cache;
 use captive::CaptivePortal;
 use clock::Clock;
 use config::Settings;
+use hijack::inspect::Inspector;
 use listener::Sockets;
 use local::{LocalAnswers, LocalConfig, LocalError};
 use resolver::{LocalParts, Resolver};
@@ -95,13 +96,12 @@ pub fn build_resolver(settings: &Settings, clock: Clock) -> Result<Arc<Resolver>
     let router = Arc::new(build_router(settings)?);
     let cache = Cache::with_stale(settings.cache_size, settings.ttl, settings.stale);
     let local = build_local(settings)?;
-    Ok(Arc::new(Resolver::new(
-        cache,
-        router,
-        local,
-        clock,
-        settings.resolver,
-    )))
+    let mut resolver = Resolver::new(cache, router, local, clock, settings.resolver);
+    if settings.hijack.enabled {
+        let tls = TlsConfigs::new(&settings.ca_files)?;
+        resolver = resolver.with_inspector(Arc::new(Inspector::new(&settings.hijack, tls.dot)));
+    }
+    Ok(Arc::new(resolver))
 }
 
 /// How long a plain (split-DNS or captive-portal) resolver may take to answer.

@@ -27,6 +27,7 @@ use crate::cache::{Cache, Entry, Key, Lookup};
 use crate::captive::CaptivePortal;
 use crate::clock::Clock;
 use crate::dns::{self, Answer, ClientQuery, Rcode, Rejected};
+use crate::hijack::inspect::Inspector;
 use crate::local::{self, LocalAnswers};
 use crate::router::{RouteError, Router};
 use crate::split::SplitDns;
@@ -81,6 +82,8 @@ pub struct Resolver {
     split: SplitDns,
     /// The opt-in captive-portal exception.
     captive: Option<CaptivePortal>,
+    /// Hijack checks on upstream answers, when enabled.
+    inspector: Option<Arc<Inspector>>,
 }
 
 /// Where a query goes when the cache cannot answer it.
@@ -121,7 +124,14 @@ impl Resolver {
             local: local.answers,
             split: local.split,
             captive: local.captive,
+            inspector: None,
         }
+    }
+
+    /// Runs `inspector`'s hijack checks on every answer from the encrypted upstreams.
+    pub fn with_inspector(mut self, inspector: Arc<Inspector>) -> Resolver {
+        self.inspector = Some(inspector);
+        self
     }
 
     /// The local answers (for reloading the hosts file).
@@ -185,6 +195,21 @@ impl Resolver {
             Some(_) => self.fetch_or_give_up(key, &query, via).await,
         };
         match (fetched, stale) {
+            // The hijack policy said no: a clean error, never the suspicious data (and not a
+            // stale answer either: the name's current data is what was judged).
+            (Err(RouteError::Blocked(why)), _) => {
+                let refused = dns::error_response(
+                    query.wire,
+                    Some(&query.question),
+                    query.edns,
+                    Rcode::Refused,
+                );
+                Some(dns::query::with_extended_error(
+                    refused,
+                    dns::query::EDE_BLOCKED,
+                    &format!("dnsward hijack check: {why}"),
+                ))
+            }
             // SERVFAIL from upstream usually means the name's servers are unreachable,
             // exactly when RFC 8767 says a stale answer serves the client better.
             (Ok(entry), Some(stale)) if entry.answer.rcode() == Rcode::ServFail as u8 => {
@@ -277,12 +302,18 @@ impl Resolver {
     fn fetcher(&self, key: Key, query: &ClientQuery<'_>, via: Via) -> Fetch {
         // Padding is added by the encrypted transports only (RFC 7830 §6).
         let upstream_query = dns::upstream_query(query);
+        let inspection = self
+            .inspector
+            .as_ref()
+            .filter(|_| query.question.qclass == 1)
+            .map(|i| (i.clone(), query.name_string(), query.question.qtype));
         Fetch {
             cache: self.cache.clone(),
             via,
             clock: self.clock.clone(),
             key,
             upstream_query,
+            inspection,
         }
     }
 }
@@ -295,13 +326,34 @@ struct Fetch {
     clock: Clock,
     key: Key,
     upstream_query: Vec<u8>,
+    /// The hijack checks, with the name and type they need.
+    inspection: Option<(Arc<Inspector>, String, u16)>,
 }
 
 impl Fetch {
     /// Asks the router, checks and caches the answer.
     async fn run(self) -> Result<Arc<Entry>, RouteError> {
         let wire = match &self.via {
-            Via::Router(router) => router.exchange(&self.upstream_query).await?.0,
+            Via::Router(router) => {
+                let (wire, index) = router.exchange(&self.upstream_query).await?;
+                if let Some((inspector, name, qtype)) = &self.inspection
+                    && let Some(upstream) = router.upstream(index)
+                {
+                    if let Some(reasons) = inspector.check(name, *qtype, &wire, upstream) {
+                        let codes: Vec<&str> = reasons.iter().map(|r| r.as_str()).collect();
+                        return Err(RouteError::Blocked(codes.join(",")));
+                    }
+                    inspector.maybe_cross_check(
+                        router,
+                        index,
+                        &self.upstream_query,
+                        wire.clone(),
+                        name,
+                        *qtype,
+                    );
+                }
+                wire
+            }
             Via::Plain(client) => client
                 .exchange(&self.upstream_query)
                 .await

@@ -70,6 +70,9 @@ pub enum RouteError {
     /// No upstream is configured.
     #[error("no upstream configured")]
     NoUpstreams,
+    /// The answer raised a hijack finding whose policy is to block it.
+    #[error("answer blocked by hijack policy: {0}")]
+    Blocked(String),
 }
 
 /// What the router knows about one upstream's health.
@@ -141,6 +144,21 @@ impl Health {
 }
 
 impl Router {
+    /// The upstream at `index` (as returned by [`Router::exchange`]).
+    pub fn upstream(&self, index: usize) -> Option<&Upstream> {
+        self.slots.get(index).map(|s| &s.upstream)
+    }
+
+    /// How many upstreams there are.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
     /// A router over `upstreams`.
     pub fn new(upstreams: Vec<Upstream>, options: RouterOptions) -> Router {
         let now = Instant::now();

@@ -153,6 +153,31 @@ pub fn error_response(
     out
 }
 
+/// Extended DNS Error (RFC 8914) info-code 15, "Blocked": the resolver's operator blocks it.
+pub const EDE_BLOCKED: u16 = 15;
+/// EDNS option code of an Extended DNS Error (RFC 8914 §2).
+const OPTION_EDE: u16 = 15;
+
+/// Adds an Extended DNS Error option (RFC 8914) to a response written by [`error_response`].
+/// Only when the client used EDNS: the OPT record is then the last thing in the message,
+/// with an empty RDATA whose length field are the last two bytes.
+pub fn with_extended_error(mut response: Vec<u8>, info_code: u16, text: &str) -> Vec<u8> {
+    let has_opt = response.len() >= HEADER_LEN + 11 && response[10..12] == [0, 1];
+    if !has_opt {
+        return response;
+    }
+    let text = &text.as_bytes()[..text.len().min(400)];
+    let option_len = 2 + text.len();
+    let rdlen = 4 + option_len;
+    let at = response.len() - 2;
+    response[at..].copy_from_slice(&(rdlen as u16).to_be_bytes());
+    response.extend(OPTION_EDE.to_be_bytes());
+    response.extend((option_len as u16).to_be_bytes());
+    response.extend(info_code.to_be_bytes());
+    response.extend_from_slice(text);
+    response
+}
+
 /// The query sent upstream: the client's question (its case kept), RD set, the client's CD
 /// and AD bits, and a fresh OPT record carrying only the client's DO bit. The client's own
 /// EDNS options (cookies, client subnet, ...) are deliberately not forwarded. ID is 0, as

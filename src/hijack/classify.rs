@@ -13,13 +13,14 @@
 //! - several different replies to one query is injection.
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::Serialize;
 
 use super::addrs::{AddressBook, Allowlist, Kind};
 use super::verify::{TlsCheck, Verifier};
 use super::{Finding, Reason, Verdict};
+use crate::dns::wire::{self, Header, Section};
 
 /// DNS response codes the classifier distinguishes.
 pub const NOERROR: u8 = 0;
@@ -37,6 +38,32 @@ pub struct Reply {
     pub rcode: u8,
     /// A and AAAA addresses in the answer section (after any CNAMEs).
     pub addrs: BTreeSet<IpAddr>,
+}
+
+/// The rcode and the addresses in the answer section of a reply.
+pub fn reply_of(answer: &[u8]) -> Option<Reply> {
+    let parsed = wire::parse(answer).ok()?;
+    let header = Header::of(answer)?;
+    let addrs: BTreeSet<IpAddr> = parsed
+        .section(Section::Answer)
+        .filter_map(|r| {
+            let rdata = &answer[r.rdata.clone()];
+            match (r.rtype, rdata.len()) {
+                (wire::TYPE_A, 4) => Some(IpAddr::V4(Ipv4Addr::new(
+                    rdata[0], rdata[1], rdata[2], rdata[3],
+                ))),
+                (wire::TYPE_AAAA, 16) => {
+                    let octets: [u8; 16] = rdata.try_into().ok()?;
+                    Some(IpAddr::V6(Ipv6Addr::from(octets)))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    Some(Reply {
+        rcode: header.rcode(),
+        addrs,
+    })
 }
 
 /// What the plaintext resolver did with one query.

@@ -17,8 +17,8 @@ pub mod addrs;
 pub mod audit;
 pub mod classify;
 pub mod config;
-// pub mod inspect;
-// pub mod log;
+pub mod inspect;
+pub mod log;
 pub mod verify;
 
 use std::fmt;

@@ -5,8 +5,7 @@
 //! socket stays open for a hold window after the first reply, and every matching reply is
 //! kept, so two different replies to one query show up as evidence.
 
-use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,6 +14,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::dns::check_answer;
 use crate::dns::wire::{self, Header, Section};
+pub use crate::hijack::classify::reply_of;
 use crate::hijack::classify::{Plain, Reply};
 
 /// A query built for the plaintext resolver: random ID, RD, EDNS with a 1232-byte payload.
@@ -26,32 +26,6 @@ pub fn plain_query(name: &str, qtype: u16, qclass: u16) -> Option<Vec<u8>> {
     let end = parsed.question?.end;
     query[end - 2..end].copy_from_slice(&qclass.to_be_bytes());
     Some(query)
-}
-
-/// The rcode and the addresses in the answer section of a reply.
-pub fn reply_of(answer: &[u8]) -> Option<Reply> {
-    let parsed = wire::parse(answer).ok()?;
-    let header = Header::of(answer)?;
-    let addrs: BTreeSet<IpAddr> = parsed
-        .section(Section::Answer)
-        .filter_map(|r| {
-            let rdata = &answer[r.rdata.clone()];
-            match (r.rtype, rdata.len()) {
-                (wire::TYPE_A, 4) => Some(IpAddr::V4(Ipv4Addr::new(
-                    rdata[0], rdata[1], rdata[2], rdata[3],
-                ))),
-                (wire::TYPE_AAAA, 16) => {
-                    let octets: [u8; 16] = rdata.try_into().ok()?;
-                    Some(IpAddr::V6(Ipv6Addr::from(octets)))
-                }
-                _ => None,
-            }
-        })
-        .collect();
-    Some(Reply {
-        rcode: header.rcode(),
-        addrs,
-    })
 }
 
 /// The TXT strings in the answer section, each character-string decoded lossily.

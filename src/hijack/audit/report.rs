@@ -162,9 +162,9 @@ pub fn html(report: &Report) -> String {
                 )
             })
             .collect();
-        let _ = write!(
+        let _ = writeln!(
             rows,
-            "<tr class=\"{v}\"><td>{}</td><td>{}</td><td><b>{v}</b></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr class=\"{v}\"><td>{}</td><td>{}</td><td><b>{v}</b></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&r.name),
             r.rtype,
             esc(&plain),
