@@ -536,7 +536,8 @@ impl Audit {
     }
 
     /// Control–test–control for results where the plaintext resolver failed: if the controls
-    /// fail too, the resolver is unreliable (inconclusive); if the retest succeeds, the
+    /// fail too, or no name worked to serve as a control, the resolver is unreliable
+    /// (inconclusive); if the retest succeeds, the
     /// failure was transient and the retest is judged instead.
     async fn sandwich(&self, results: &mut [(NameResult, Plain, Vec<Reply>)], rewriting: bool) {
         const FAILURES: [Reason; 3] = [
@@ -561,7 +562,12 @@ impl Audit {
             if !result.reasons.iter().any(|r| FAILURES.contains(r)) {
                 continue;
             }
+            // Without a single name that worked there is nothing to confirm the failure
+            // against: the resolver fails across the board, which is unreliability, not
+            // evidence about this name.
             let Some(first) = controls.first() else {
+                result.verdict = Verdict::Inconclusive;
+                result.reasons.push(Reason::UnreliableResolver);
                 continue;
             };
             let last = controls.last().unwrap_or(first);
