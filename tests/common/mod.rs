@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod fake_upstream;
+pub mod mmdb;
 pub mod plain;
 pub mod proxy;
 pub mod relay;
