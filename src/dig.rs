@@ -93,7 +93,7 @@ pub fn format(answer: &[u8], server: &str, elapsed: Duration) -> String {
 }
 
 /// The mnemonic dig prints for a response code (RFC 6895 §2.3).
-fn rcode_name(code: u16) -> String {
+pub fn rcode_name(code: u16) -> String {
     match code {
         0 => "NOERROR".into(),
         1 => "FORMERR".into(),

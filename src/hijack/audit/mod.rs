@@ -150,15 +150,7 @@ fn type_name(t: u16) -> &'static str {
 
 /// A response code as dig prints it.
 pub fn rcode_name(rcode: u8) -> String {
-    match rcode {
-        0 => "NOERROR".into(),
-        1 => "FORMERR".into(),
-        2 => "SERVFAIL".into(),
-        3 => "NXDOMAIN".into(),
-        4 => "NOTIMP".into(),
-        5 => "REFUSED".into(),
-        n => format!("RCODE{n}"),
-    }
+    crate::dig::rcode_name(u16::from(rcode))
 }
 
 /// The whole report, as written with `--json`.
