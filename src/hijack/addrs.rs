@@ -97,22 +97,24 @@ impl AddressBook {
         }
     }
 
-    /// What `addr` is. IPv4-mapped IPv6 addresses are judged as their IPv4 address.
+    /// What `addr` is. IPv4-mapped IPv6 addresses are judged as their IPv4 address. A known
+    /// sinkhole is named as such first; a special-use address stays special-use even when the
+    /// NXDOMAIN probes also saw it as a redirect target (the stronger, simpler evidence).
     pub fn kind(&self, addr: IpAddr) -> Kind {
         let addr = canonical(addr);
         if self.sinkholes.contains(&addr) {
             return Kind::Sinkhole;
         }
+        let assumed_public = self.assume_public.iter().any(|net| net.contains(&addr));
+        if !assumed_public
+            && let Some((_, why)) = self.special.iter().find(|(net, _)| net.contains(&addr))
+        {
+            return Kind::SpecialUse(why);
+        }
         if self.learned.read().expect("not poisoned").contains(&addr) {
             return Kind::LearnedRedirect;
         }
-        if self.assume_public.iter().any(|net| net.contains(&addr)) {
-            return Kind::Public;
-        }
-        match self.special.iter().find(|(net, _)| net.contains(&addr)) {
-            Some((_, why)) => Kind::SpecialUse(why),
-            None => Kind::Public,
-        }
+        Kind::Public
     }
 
     /// Whether `addr` is special-use (a bogon for a public name).
@@ -241,6 +243,9 @@ mod tests {
         book.learn_redirects([ip("93.184.1.1")]);
         assert_eq!(book.kind(ip("93.184.1.1")), Kind::LearnedRedirect);
         assert_eq!(book.learned_redirects(), [ip("93.184.1.1")]);
+        // A private redirect target is still reported as special-use.
+        book.learn_redirects([ip("192.168.200.1")]);
+        assert!(book.is_special(ip("192.168.200.1")));
     }
 
     #[test]

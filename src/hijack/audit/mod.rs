@@ -598,9 +598,20 @@ impl Audit {
 const SAME_ADDRESS_MIN_NAMES: usize = 3;
 
 /// Marks results where many different names got the same single address that the trusted
-/// upstreams never gave for them.
+/// upstreams never gave for them. Names that honestly share one address (one CDN edge for
+/// several names) have the same trusted answers too, so a group counts only if its names'
+/// trusted answers differ from each other, and not if the address proved with a valid
+/// certificate that it serves every one of them.
 fn same_address_for_all(results: &mut [(NameResult, Plain, Vec<Reply>)]) {
-    let mut by_addr: HashMap<IpAddr, BTreeSet<String>> = HashMap::new();
+    /// Per plain address: the names, their trusted address sets, and whether each name's
+    /// certificate validated there.
+    #[derive(Default)]
+    struct Group {
+        names: BTreeSet<String>,
+        trusted_sets: BTreeSet<BTreeSet<IpAddr>>,
+        all_valid: bool,
+        seen: bool,
+    }
     let single = |(r, _, trusted): &(NameResult, Plain, Vec<Reply>)| -> Option<IpAddr> {
         let [addr] = r.plain.addresses[..] else {
             return None;
@@ -608,17 +619,35 @@ fn same_address_for_all(results: &mut [(NameResult, Plain, Vec<Reply>)]) {
         let trusted_has = trusted.iter().any(|t| t.addrs.contains(&addr));
         (!trusted_has).then_some(addr)
     };
+    let mut groups: HashMap<IpAddr, Group> = HashMap::new();
     for entry in results.iter() {
-        if let Some(addr) = single(entry) {
-            by_addr
-                .entry(addr)
-                .or_default()
-                .insert(entry.0.name.to_ascii_lowercase());
-        }
+        let Some(addr) = single(entry) else {
+            continue;
+        };
+        let group = groups.entry(addr).or_default();
+        let valid = entry.0.reasons.contains(&Reason::CertificateValid);
+        group.all_valid = if group.seen {
+            group.all_valid && valid
+        } else {
+            valid
+        };
+        group.seen = true;
+        group.names.insert(entry.0.name.to_ascii_lowercase());
+        let union: BTreeSet<IpAddr> = entry
+            .2
+            .iter()
+            .flat_map(|t| t.addrs.iter().copied())
+            .collect();
+        group.trusted_sets.insert(union);
     }
     for entry in results.iter_mut() {
-        if let Some(addr) = single(entry)
-            && by_addr[&addr].len() >= SAME_ADDRESS_MIN_NAMES
+        let Some(addr) = single(entry) else {
+            continue;
+        };
+        let group = &groups[&addr];
+        if group.names.len() >= SAME_ADDRESS_MIN_NAMES
+            && group.trusted_sets.len() >= 2
+            && !group.all_valid
         {
             let result = &mut entry.0;
             result.verdict = Verdict::Hijacked;
