@@ -8,6 +8,9 @@ pub mod mmdb;
 pub mod plain;
 pub mod proxy;
 pub mod relay;
+pub mod scenario;
+pub mod scripted;
+pub mod sites;
 pub mod tls;
 pub mod zone;
 
@@ -16,5 +19,7 @@ pub use fake_upstream::*;
 pub use plain::*;
 pub use proxy::*;
 pub use relay::*;
+pub use scripted::*;
+pub use sites::*;
 pub use tls::*;
 pub use zone::*;
