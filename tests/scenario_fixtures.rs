@@ -40,8 +40,16 @@ fn script() -> Script {
             },
         )
         .rule("c.corpus.test", None, Action::Rcode(ResponseCode::ServFail))
-        .rule("refused.corpus.test", None, Action::Rcode(ResponseCode::Refused))
-        .rule("gone.corpus.test", None, Action::Rcode(ResponseCode::NXDomain))
+        .rule(
+            "refused.corpus.test",
+            None,
+            Action::Rcode(ResponseCode::Refused),
+        )
+        .rule(
+            "gone.corpus.test",
+            None,
+            Action::Rcode(ResponseCode::NXDomain),
+        )
         .rule("drop.corpus.test", None, Action::Drop)
         .rule(
             "inj.corpus.test",
@@ -93,7 +101,10 @@ async fn the_scripted_resolver_follows_its_script_over_udp() {
     assert_eq!(b.answers[0].record_type(), RecordType::CNAME);
     assert_eq!(b.answers[1].name, name("edge.cdn.test"));
     let b6 = udp(r.addr, &query("b.corpus.test", RecordType::AAAA)).await;
-    assert!(addresses(&b6).is_empty(), "the rule is for A only: AAAA mirrored (NODATA)");
+    assert!(
+        addresses(&b6).is_empty(),
+        "the rule is for A only: AAAA mirrored (NODATA)"
+    );
     assert_eq!(b6.metadata.response_code, ResponseCode::NoError);
 
     for (n, rcode) in [
@@ -105,7 +116,12 @@ async fn the_scripted_resolver_follows_its_script_over_udp() {
         assert_eq!(m.metadata.response_code, rcode, "{n}");
         assert!(m.answers.is_empty(), "{n}");
     }
-    let dropped = udp_replies(r.addr, &query("drop.corpus.test", RecordType::A), Duration::from_millis(300)).await;
+    let dropped = udp_replies(
+        r.addr,
+        &query("drop.corpus.test", RecordType::A),
+        Duration::from_millis(300),
+    )
+    .await;
     assert!(dropped.is_empty(), "no reply: {dropped:?}");
 
     // Names the zone does not know: NXDOMAIN rewritten to the ad server; NODATA left alone.
@@ -157,7 +173,10 @@ async fn the_scripted_resolver_answers_its_identity_and_binds_a_public_stand_in_
     let mut question = Query::query(name("id.server"), RecordType::TXT);
     question.set_query_class(DNSClass::CH);
     q.add_query(question);
-    assert_eq!(udp(silent.addr, &q).await.metadata.response_code, ResponseCode::Refused);
+    assert_eq!(
+        udp(silent.addr, &q).await.metadata.response_code,
+        ResponseCode::Refused
+    );
 }
 
 fn client(roots: RootCertStore) -> TlsConnector {
@@ -188,25 +207,56 @@ fn cert_error(e: &std::io::Error) -> Option<CertificateError> {
 async fn sites_present_valid_wrong_name_and_untrusted_certificates_or_nothing() {
     let names = |n: &str| vec![n.to_string()];
     let sites = Sites::start(&[
-        SiteSpec { ip: ip("127.100.1.1"), cert: CertKind::Valid, names: names("www.shop.test") },
-        SiteSpec { ip: ip("127.100.8.8"), cert: CertKind::WrongName, names: names("sinkhole.isp.test") },
-        SiteSpec { ip: ip("127.100.13.13"), cert: CertKind::Untrusted, names: names("www.shop.test") },
-        SiteSpec { ip: ip("127.100.9.9"), cert: CertKind::Closed, names: vec![] },
+        SiteSpec {
+            ip: ip("127.100.1.1"),
+            cert: CertKind::Valid,
+            names: names("www.shop.test"),
+        },
+        SiteSpec {
+            ip: ip("127.100.8.8"),
+            cert: CertKind::WrongName,
+            names: names("sinkhole.isp.test"),
+        },
+        SiteSpec {
+            ip: ip("127.100.13.13"),
+            cert: CertKind::Untrusted,
+            names: names("www.shop.test"),
+        },
+        SiteSpec {
+            ip: ip("127.100.9.9"),
+            cert: CertKind::Closed,
+            names: vec![],
+        },
     ])
     .await;
     let at = |s: &str| SocketAddr::new(ip(s), sites.port);
     let tls = client(test_roots());
 
-    handshake(&tls, at("127.100.1.1"), "www.shop.test").await.expect("valid");
-    let e = handshake(&tls, at("127.100.8.8"), "www.shop.test").await.unwrap_err();
+    handshake(&tls, at("127.100.1.1"), "www.shop.test")
+        .await
+        .expect("valid");
+    let e = handshake(&tls, at("127.100.8.8"), "www.shop.test")
+        .await
+        .unwrap_err();
     assert!(
-        matches!(cert_error(&e), Some(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. })),
+        matches!(
+            cert_error(&e),
+            Some(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }
+            )
+        ),
         "{e}"
     );
-    handshake(&tls, at("127.100.8.8"), "sinkhole.isp.test").await.expect("valid for its own name");
-    let e = handshake(&tls, at("127.100.13.13"), "www.shop.test").await.unwrap_err();
+    handshake(&tls, at("127.100.8.8"), "sinkhole.isp.test")
+        .await
+        .expect("valid for its own name");
+    let e = handshake(&tls, at("127.100.13.13"), "www.shop.test")
+        .await
+        .unwrap_err();
     assert_eq!(cert_error(&e), Some(CertificateError::UnknownIssuer), "{e}");
-    let e = handshake(&tls, at("127.100.9.9"), "www.shop.test").await.unwrap_err();
+    let e = handshake(&tls, at("127.100.9.9"), "www.shop.test")
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
 
     // The untrusted leaf is well-formed: it validates for a client trusting its own CA.
@@ -214,10 +264,19 @@ async fn sites_present_valid_wrong_name_and_untrusted_certificates_or_nothing() 
     for c in load_certs("untrusted-ca.pem") {
         untrusted_roots.add(c).unwrap();
     }
-    handshake(&client(untrusted_roots), at("127.100.13.13"), "www.shop.test").await.expect("chains to the untrusted CA");
+    handshake(
+        &client(untrusted_roots),
+        at("127.100.13.13"),
+        "www.shop.test",
+    )
+    .await
+    .expect("chains to the untrusted CA");
 
     let hellos = sites.hellos();
-    assert!(hellos.contains(&(ip("127.100.1.1"), Some("www.shop.test".into()))), "{hellos:?}");
+    assert!(
+        hellos.contains(&(ip("127.100.1.1"), Some("www.shop.test".into()))),
+        "{hellos:?}"
+    );
     assert_eq!(hellos.len(), 5, "{hellos:?}");
 }
 
@@ -229,7 +288,12 @@ fn every_scenario_file_is_well_formed_and_the_corpus_covers_the_issue() {
     for s in &all {
         // Every address standing for a public server is in the assume-public test range.
         for site in &s.sites {
-            assert!(site.address.to_string().starts_with("127.100."), "{}: site {}", s.id, site.address);
+            assert!(
+                site.address.to_string().starts_with("127.100."),
+                "{}: site {}",
+                s.id,
+                site.address
+            );
         }
         let mut addrs: Vec<IpAddr> = s.sites.iter().map(|x| x.address).collect();
         addrs.sort();
@@ -238,18 +302,37 @@ fn every_scenario_file_is_well_formed_and_the_corpus_covers_the_issue() {
         assert!(!s.names_file().is_empty(), "{}", s.id);
     }
     // Every verdict but no-trusted-answer's is expected somewhere, and every bad reason.
-    let expected = |r: &str| all.iter().flat_map(|s| &s.expect).any(|e| e.reasons.iter().any(|x| x == r));
+    let expected = |r: &str| {
+        all.iter()
+            .flat_map(|s| &s.expect)
+            .any(|e| e.reasons.iter().any(|x| x == r))
+    };
     for r in [
-        "same-addresses", "round-robin-subset", "certificate-valid", "allowlisted", "bogon-answer",
-        "sinkhole-ip", "nxdomain-rewrite", "tls-mismatch", "unexpected-nxdomain", "unexpected-answer",
-        "injected-reply", "unverified-ip", "same-address-for-all", "plain-servfail", "plain-refused",
-        "plain-timeout", "unreliable-resolver",
+        "same-addresses",
+        "round-robin-subset",
+        "certificate-valid",
+        "allowlisted",
+        "bogon-answer",
+        "sinkhole-ip",
+        "nxdomain-rewrite",
+        "tls-mismatch",
+        "unexpected-nxdomain",
+        "unexpected-answer",
+        "injected-reply",
+        "unverified-ip",
+        "same-address-for-all",
+        "plain-servfail",
+        "plain-refused",
+        "plain-timeout",
+        "unreliable-resolver",
     ] {
         assert!(expected(r), "no scenario expects reason {r}");
     }
     for v in scenario::INTERCEPTION_VERDICTS {
         assert!(
-            all.iter().flat_map(|s| &s.interception).any(|i| i.verdict == v),
+            all.iter()
+                .flat_map(|s| &s.interception)
+                .any(|i| i.verdict == v),
             "no scenario expects interception verdict {v}"
         );
     }

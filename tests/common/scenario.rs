@@ -123,7 +123,7 @@ pub struct SiteEntry {
     pub names: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct InterceptionEntry {
     pub label: String,
@@ -205,8 +205,8 @@ pub fn load_all() -> Vec<Scenario> {
 
 /// Parses and checks one scenario file (panics with the file name on any problem).
 pub fn load(path: &Path) -> Scenario {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let mut s: Scenario =
         toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     s.id = path.file_stem().unwrap().to_string_lossy().into_owned();
@@ -249,6 +249,22 @@ impl Scenario {
             .collect()
     }
 
+    /// The public resolvers to probe: the file's, or one honest stand-in when it lists none, so
+    /// the audit never falls back to its built-in list of real resolvers' addresses.
+    pub fn interception_targets(&self) -> Vec<InterceptionEntry> {
+        if !self.interception.is_empty() {
+            return self.interception.clone();
+        }
+        vec![InterceptionEntry {
+            label: "PubDNS".into(),
+            address: IpAddr::from([127, 100, 53, 53]),
+            answered_by: "genuine".into(),
+            identity: Some("fra1.anycast.pubdns.test".into()),
+            expect: "*.anycast.pubdns.test".into(),
+            verdict: "not-intercepted".into(),
+        }]
+    }
+
     /// Whether the expectations say the audit must exit 3.
     pub fn expects_hijack(&self) -> bool {
         self.expect.iter().any(|e| e.verdict == "hijacked")
@@ -281,7 +297,11 @@ impl Scenario {
             let want = match e.trusted_rcode.as_str() {
                 "NOERROR" => ResponseCode::NoError,
                 "NXDOMAIN" => ResponseCode::NXDomain,
-                other => return Err(format!("{what}: trusted-rcode {other:?}: NOERROR or NXDOMAIN")),
+                other => {
+                    return Err(format!(
+                        "{what}: trusted-rcode {other:?}: NOERROR or NXDOMAIN"
+                    ));
+                }
             };
             if got != want {
                 return Err(format!(
@@ -292,11 +312,16 @@ impl Scenario {
         }
         for i in &self.interception {
             if !INTERCEPTION_VERDICTS.contains(&i.verdict.as_str()) {
-                return Err(format!("interception {}: unknown verdict {:?}", i.label, i.verdict));
+                return Err(format!(
+                    "interception {}: unknown verdict {:?}",
+                    i.label, i.verdict
+                ));
             }
             match (i.answered_by.as_str(), &i.identity) {
                 ("genuine", Some(_)) | ("plain" | "nobody", None) => {}
-                ("genuine", None) => return Err(format!("interception {}: genuine needs identity", i.label)),
+                ("genuine", None) => {
+                    return Err(format!("interception {}: genuine needs identity", i.label));
+                }
                 (other, _) => {
                     return Err(format!("interception {}: answered-by {other:?}", i.label));
                 }
@@ -328,9 +353,7 @@ impl RuleEntry {
             "drop" => Action::Drop,
             "inject" => Action::Inject {
                 forged: self.forged.clone(),
-                after: Duration::from_millis(
-                    self.after_ms.expect("inject needs after-ms"),
-                ),
+                after: Duration::from_millis(self.after_ms.expect("inject needs after-ms")),
             },
             other => panic!("rule for {}: unknown action {other:?}", self.name),
         };

@@ -45,7 +45,10 @@ pub enum Action {
     /// Over UDP, an on-path injector racing the resolver: a reply with the `forged` addresses at
     /// once, then the genuine (mirrored) reply `after` later. Over TCP, where injectors do not
     /// race, only the genuine reply.
-    Inject { forged: Vec<IpAddr>, after: Duration },
+    Inject {
+        forged: Vec<IpAddr>,
+        after: Duration,
+    },
 }
 
 /// One line of a script: which queries it matches and what to do with them.
@@ -149,7 +152,8 @@ impl Script {
         match (&self.identity, asks_identity) {
             (Some(id), true) => {
                 let mut m = reply_to(query, ResponseCode::NoError);
-                let mut r = Record::from_rdata(q.name().clone(), 0, RData::TXT(TXT::new(vec![id.clone()])));
+                let mut r =
+                    Record::from_rdata(q.name().clone(), 0, RData::TXT(TXT::new(vec![id.clone()])));
                 r.dns_class = DNSClass::CH;
                 m.answers.push(r);
                 m
@@ -161,7 +165,11 @@ impl Script {
 
 /// An empty reply to `query` with `rcode`: same ID and question, RD copied, RA set, EDNS echoed.
 fn reply_to(query: &Message, rcode: ResponseCode) -> Message {
-    let mut m = Message::new(query.metadata.id, MessageType::Response, query.metadata.op_code);
+    let mut m = Message::new(
+        query.metadata.id,
+        MessageType::Response,
+        query.metadata.op_code,
+    );
     m.metadata.recursion_desired = query.metadata.recursion_desired;
     m.metadata.recursion_available = true;
     m.metadata.response_code = rcode;
@@ -174,7 +182,12 @@ fn reply_to(query: &Message, rcode: ResponseCode) -> Message {
     m
 }
 
-fn address_reply(query: &Message, q: &Query, addresses: &[IpAddr], cname: Option<&Name>) -> Message {
+fn address_reply(
+    query: &Message,
+    q: &Query,
+    addresses: &[IpAddr],
+    cname: Option<&Name>,
+) -> Message {
     let mut m = reply_to(query, ResponseCode::NoError);
     let mut owner = q.name().clone();
     if let Some(target) = cname {
@@ -215,7 +228,10 @@ impl ScriptedResolver {
     /// Starts on `ip` (a free port); `ip` must be loopback, e.g. 127.100.53.53 standing for a
     /// public resolver's address.
     pub async fn start_on(ip: IpAddr, script: Script) -> ScriptedResolver {
-        assert!(ip.is_loopback(), "the scripted resolver binds loopback only, not {ip}");
+        assert!(
+            ip.is_loopback(),
+            "the scripted resolver binds loopback only, not {ip}"
+        );
         let (udp, tcp) = bind_pair(ip).await;
         let addr = udp.local_addr().expect("local_addr");
         let script = Arc::new(script);
@@ -245,7 +261,9 @@ impl Drop for ScriptedResolver {
 /// A UDP socket and a TCP listener on the same free port of `ip` (bounded retries).
 async fn bind_pair(ip: IpAddr) -> (UdpSocket, TcpListener) {
     for _ in 0..50 {
-        let udp = UdpSocket::bind(SocketAddr::new(ip, 0)).await.expect("bind UDP");
+        let udp = UdpSocket::bind(SocketAddr::new(ip, 0))
+            .await
+            .expect("bind UDP");
         let addr = udp.local_addr().expect("local_addr");
         if let Ok(tcp) = TcpListener::bind(addr).await {
             return (udp, tcp);
@@ -294,7 +312,11 @@ async fn serve_tcp(listener: TcpListener, script: Arc<Script>, seen: Arc<Mutex<V
 }
 
 /// Answers 2-byte length-prefixed queries one after another until EOF, error or idle timeout.
-async fn serve_connection(mut stream: TcpStream, script: Arc<Script>, seen: Arc<Mutex<Vec<Query>>>) {
+async fn serve_connection(
+    mut stream: TcpStream,
+    script: Arc<Script>,
+    seen: Arc<Mutex<Vec<Query>>>,
+) {
     loop {
         let Ok(Ok(len)) = timeout(TCP_IDLE, stream.read_u16()).await else {
             return;

@@ -69,7 +69,10 @@ impl Sites {
         for s in specs {
             assert!(s.ip.is_loopback(), "sites bind loopback only, not {}", s.ip);
         }
-        let open: Vec<&SiteSpec> = specs.iter().filter(|s| s.cert != CertKind::Closed).collect();
+        let open: Vec<&SiteSpec> = specs
+            .iter()
+            .filter(|s| s.cert != CertKind::Closed)
+            .collect();
         let (port, listeners) = bind_all(&open).await;
         for closed in specs.iter().filter(|s| s.cert == CertKind::Closed) {
             let addr = SocketAddr::new(closed.ip, port);
@@ -118,7 +121,12 @@ async fn bind_all(open: &[&SiteSpec]) -> (u16, Vec<TcpListener>) {
         let probe = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = probe.local_addr().unwrap().port();
         drop(probe);
-        if !PORTS_IN_USE.lock().unwrap().get_or_insert_default().insert(port) {
+        if !PORTS_IN_USE
+            .lock()
+            .unwrap()
+            .get_or_insert_default()
+            .insert(port)
+        {
             continue;
         }
         let mut listeners = Vec::new();
@@ -131,7 +139,11 @@ async fn bind_all(open: &[&SiteSpec]) -> (u16, Vec<TcpListener>) {
         if listeners.len() == open.len() {
             return (port, listeners);
         }
-        PORTS_IN_USE.lock().unwrap().get_or_insert_default().remove(&port);
+        PORTS_IN_USE
+            .lock()
+            .unwrap()
+            .get_or_insert_default()
+            .remove(&port);
     }
     panic!("no port free at every site address");
 }
@@ -152,7 +164,9 @@ async fn serve(
         let hellos = hellos.clone();
         connections.spawn(async move {
             let handshake = async {
-                let start = LazyConfigAcceptor::new(Acceptor::default(), tcp).await.ok()?;
+                let start = LazyConfigAcceptor::new(Acceptor::default(), tcp)
+                    .await
+                    .ok()?;
                 let sni = start.client_hello().server_name().map(str::to_string);
                 hellos.lock().unwrap().push((ip, sni));
                 start.into_stream(config).await.ok()
@@ -175,11 +189,18 @@ pub enum Ca {
 }
 
 /// A leaf certificate for `names` signed by `ca` (chain: leaf, CA) and its private key.
-pub fn issue_leaf(names: &[String], ca: Ca) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+pub fn issue_leaf(
+    names: &[String],
+    ca: Ca,
+) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
     assert!(!names.is_empty(), "a certificate needs at least one name");
     let (ca_cert, ca_key, ca_name) = match ca {
         Ca::Test => ("ca.pem", "ca.key", "dnsward test CA"),
-        Ca::Untrusted => ("untrusted-ca.pem", "untrusted-ca.key", "dnsward untrusted test CA"),
+        Ca::Untrusted => (
+            "untrusted-ca.pem",
+            "untrusted-ca.key",
+            "dnsward untrusted test CA",
+        ),
     };
     let key_pem = std::fs::read_to_string(cert_path(ca_key)).expect("read CA key");
     let mut ca_params = CertificateParams::default();
@@ -189,10 +210,15 @@ pub fn issue_leaf(names: &[String], ca: Ca) -> (Vec<CertificateDer<'static>>, Pr
         .push(DnType::CommonName, ca_name);
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let issuer = Issuer::new(ca_params, KeyPair::from_pem(&key_pem).expect("parse CA key"));
+    let issuer = Issuer::new(
+        ca_params,
+        KeyPair::from_pem(&key_pem).expect("parse CA key"),
+    );
 
     let mut params = CertificateParams::new(names.to_vec()).expect("certificate names");
-    params.distinguished_name.push(DnType::CommonName, names[0].as_str());
+    params
+        .distinguished_name
+        .push(DnType::CommonName, names[0].as_str());
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let key = KeyPair::generate().expect("generate key");
