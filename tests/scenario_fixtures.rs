@@ -337,3 +337,36 @@ fn every_scenario_file_is_well_formed_and_the_corpus_covers_the_issue() {
         );
     }
 }
+
+#[test]
+fn scenario_checks_reject_real_addresses_typos_and_a_wrong_benign_flag() {
+    let base = |trusted: &str, expect_name: &str, verdict: &str, benign: bool| {
+        format!(
+            "description = \"x\"\nbenign = {benign}\ntrusted = \"{trusted}\"\n\
+             [[expect]]\nname = \"{expect_name}\"\nverdict = \"{verdict}\"\n"
+        )
+    };
+    let ok = base(
+        "a.x.test. 300 A 127.100.1.1",
+        "a.x.test",
+        "consistent",
+        true,
+    );
+    scenario::parse("ok", &ok).expect("a good scenario");
+    let real = base("a.x.test. 300 A 8.8.8.8", "a.x.test", "consistent", true);
+    let e = scenario::parse("real", &real).unwrap_err();
+    assert!(e.contains("8.8.8.8"), "{e}");
+    let typo = base(
+        "a.x.test. 300 A 127.100.1.1",
+        "b.x.test",
+        "consistent",
+        true,
+    );
+    let e = scenario::parse("typo", &typo).unwrap_err();
+    assert!(e.contains("b.x.test") && e.contains("NXDOMAIN"), "{e}");
+    let flag = base("a.x.test. 300 A 127.100.1.1", "a.x.test", "hijacked", true);
+    let e = scenario::parse("flag", &flag).unwrap_err();
+    assert!(e.contains("benign"), "{e}");
+    let unknown = ok.replace("verdict", "verdikt");
+    assert!(scenario::parse("unknown", &unknown).is_err());
+}

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, Query, ResponseCode};
-use hickory_proto::rr::RecordType;
+use hickory_proto::rr::{RData, RecordType};
 use serde::Deserialize;
 
 use super::scripted::{Action, Rule, Script};
@@ -207,13 +207,16 @@ pub fn load_all() -> Vec<Scenario> {
 pub fn load(path: &Path) -> Scenario {
     let text =
         std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    let mut s: Scenario =
-        toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    s.id = path.file_stem().unwrap().to_string_lossy().into_owned();
-    if let Err(e) = s.check() {
-        panic!("{}: {e}", path.display());
-    }
-    s
+    let id = path.file_stem().unwrap().to_string_lossy();
+    parse(&id, &text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Parses and checks a scenario's text.
+pub fn parse(id: &str, text: &str) -> Result<Scenario, String> {
+    let mut s: Scenario = toml::from_str(text).map_err(|e| e.to_string())?;
+    s.id = id.to_string();
+    s.check()?;
+    Ok(s)
 }
 
 impl Scenario {
@@ -305,8 +308,21 @@ impl Scenario {
             };
             if got != want {
                 return Err(format!(
-                    "{what}: the trusted zone answers {got}, the file says trusted-rcode = {:?}",
+                    "{what}: the trusted zone answers {}, the file says trusted-rcode = {:?}",
+                    if got == ResponseCode::NXDomain {
+                        "NXDOMAIN"
+                    } else {
+                        "NOERROR"
+                    },
                     e.trusted_rcode
+                ));
+            }
+        }
+        for ip in self.addresses() {
+            if !stays_on_this_machine(ip) {
+                return Err(format!(
+                    "address {ip}: only 127.100.0.0/16 (public stand-ins), other loopback and \
+                     special-use addresses the audit never contacts may appear"
                 ));
             }
         }
@@ -335,6 +351,44 @@ impl Scenario {
             ));
         }
         Ok(())
+    }
+}
+
+impl Scenario {
+    /// Every address the scenario mentions: zone records, scripted answers, sites, targets.
+    fn addresses(&self) -> Vec<IpAddr> {
+        let mut all: Vec<IpAddr> = self
+            .zone()
+            .all_records()
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some(IpAddr::V4(a.0)),
+                RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                _ => None,
+            })
+            .collect();
+        for r in &self.plain.rules {
+            all.extend(r.addresses.iter().chain(&r.forged));
+        }
+        all.extend(self.sites.iter().map(|s| s.address));
+        all.extend(self.interception.iter().map(|i| i.address));
+        all.extend(&self.audit.sinkhole_addresses);
+        all
+    }
+}
+
+/// Whether traffic to `ip` could never leave this machine: loopback (127/8, ::1, IPv4-mapped
+/// 127/8), or a special-use address the audit judges without contacting it (0/8, 10/8,
+/// 172.16/12, 192.168/16, ::, 2001:db8::/32). Real public addresses are never allowed.
+fn stays_on_this_machine(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.octets()[0] == 0,
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+                || v6.segments()[..2] == [0x2001, 0x0db8]
+        }
     }
 }
 
