@@ -27,7 +27,8 @@ fn script() -> Script {
         "a.corpus.test. 300 A 127.100.1.1
          b.corpus.test. 300 A 127.100.1.2
          c.corpus.test. 300 A 127.100.1.3
-         inj.corpus.test. 300 A 127.100.1.4",
+         inj.corpus.test. 300 A 127.100.1.4
+         once.corpus.test. 300 A 127.100.1.5",
     );
     Script::mirror(zone)
         .identity("resolver1.isp.test")
@@ -51,6 +52,11 @@ fn script() -> Script {
             Action::Rcode(ResponseCode::NXDomain),
         )
         .rule("drop.corpus.test", None, Action::Drop)
+        .rule(
+            "once.corpus.test",
+            None,
+            Action::FailFirst(ResponseCode::ServFail),
+        )
         .rule(
             "inj.corpus.test",
             None,
@@ -124,6 +130,14 @@ async fn the_scripted_resolver_follows_its_script_over_udp() {
     .await;
     assert!(dropped.is_empty(), "no reply: {dropped:?}");
 
+    // SERVFAIL to the first query only, then the zone's answer.
+    let once = query("once.corpus.test", RecordType::A);
+    assert_eq!(
+        udp(r.addr, &once).await.metadata.response_code,
+        ResponseCode::ServFail
+    );
+    assert_eq!(addresses(&udp(r.addr, &once).await), ["127.100.1.5"]);
+
     // Names the zone does not know: NXDOMAIN rewritten to the ad server; NODATA left alone.
     let typo = udp(r.addr, &query("typo.corpus.test", RecordType::A)).await;
     assert_eq!(typo.metadata.response_code, ResponseCode::NoError);
@@ -132,7 +146,7 @@ async fn the_scripted_resolver_follows_its_script_over_udp() {
     assert_eq!(nodata.metadata.response_code, ResponseCode::NoError);
     assert!(nodata.answers.is_empty());
 
-    assert_eq!(r.seen().len(), 9);
+    assert_eq!(r.seen().len(), 11);
 }
 
 #[tokio::test]

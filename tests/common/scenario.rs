@@ -98,7 +98,8 @@ pub struct RuleEntry {
     /// A type (A, AAAA, ...); every type when absent.
     #[serde(rename = "type")]
     pub rtype: Option<String>,
-    /// mirror | answer | rewrite-nxdomain | nxdomain | servfail | refused | drop | inject
+    /// mirror | answer | rewrite-nxdomain | nxdomain | servfail | servfail-once | refused |
+    /// drop | inject
     pub action: String,
     /// answer / rewrite-nxdomain: the addresses to answer.
     #[serde(default)]
@@ -405,6 +406,7 @@ impl RuleEntry {
             "servfail" => Action::Rcode(ResponseCode::ServFail),
             "refused" => Action::Rcode(ResponseCode::Refused),
             "drop" => Action::Drop,
+            "servfail-once" => Action::FailFirst(ResponseCode::ServFail),
             "inject" => Action::Inject {
                 forged: self.forged.clone(),
                 after: Duration::from_millis(self.after_ms.expect("inject needs after-ms")),

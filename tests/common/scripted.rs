@@ -42,6 +42,9 @@ pub enum Action {
     Rcode(ResponseCode),
     /// Never replies.
     Drop,
+    /// Answers this rcode to the first query for a name and type, then mirrors (a resolver
+    /// whose own upstream failed once).
+    FailFirst(ResponseCode),
     /// Over UDP, an on-path injector racing the resolver: a reply with the `forged` addresses at
     /// once, then the genuine (mirrored) reply `after` later. Over TCP, where injectors do not
     /// race, only the genuine reply.
@@ -108,8 +111,9 @@ impl Script {
     }
 
     /// The replies to `query`, in sending order, each with its delay after the query; empty for
-    /// no reply. `udp` says which transport asked (only UDP queries get injected replies).
-    pub fn replies(&self, query: &Message, udp: bool) -> Vec<(Duration, Message)> {
+    /// no reply. `udp` says which transport asked (only UDP queries get injected replies);
+    /// `earlier` is how many times the same question was asked before.
+    pub fn replies(&self, query: &Message, udp: bool, earlier: usize) -> Vec<(Duration, Message)> {
         let Some(q) = query.queries.first() else {
             return vec![(Duration::ZERO, reply_to(query, ResponseCode::FormErr))];
         };
@@ -132,6 +136,8 @@ impl Script {
             }
             Action::Rcode(rcode) => now(reply_to(query, *rcode)),
             Action::Drop => Vec::new(),
+            Action::FailFirst(rcode) if earlier == 0 => now(reply_to(query, *rcode)),
+            Action::FailFirst(_) => now(self.zone.answer(query)),
             Action::Inject { forged, after } => {
                 let genuine = self.zone.answer(query);
                 if udp {
@@ -272,8 +278,15 @@ async fn bind_pair(ip: IpAddr) -> (UdpSocket, TcpListener) {
     panic!("no port free for both UDP and TCP on {ip}");
 }
 
-fn record_query(seen: &Mutex<Vec<Query>>, query: &Message) {
-    seen.lock().unwrap().extend(query.queries.iter().cloned());
+/// Records the query's question; returns how many times it was asked before.
+fn record_query(seen: &Mutex<Vec<Query>>, query: &Message) -> usize {
+    let mut seen = seen.lock().unwrap();
+    let earlier = query
+        .queries
+        .first()
+        .map_or(0, |q| seen.iter().filter(|s| *s == q).count());
+    seen.extend(query.queries.iter().cloned());
+    earlier
 }
 
 async fn serve_udp(socket: Arc<UdpSocket>, script: Arc<Script>, seen: Arc<Mutex<Vec<Query>>>) {
@@ -284,8 +297,8 @@ async fn serve_udp(socket: Arc<UdpSocket>, script: Arc<Script>, seen: Arc<Mutex<
         let Ok(query) = Message::from_vec(&buf[..n]) else {
             continue;
         };
-        record_query(&seen, &query);
-        for (delay, reply) in script.replies(&query, true) {
+        let earlier = record_query(&seen, &query);
+        for (delay, reply) in script.replies(&query, true, earlier) {
             let wire = reply.to_vec().expect("encode reply");
             if delay.is_zero() {
                 let _ = socket.send_to(&wire, peer).await;
@@ -328,8 +341,8 @@ async fn serve_connection(
         let Ok(query) = Message::from_vec(&buf) else {
             return;
         };
-        record_query(&seen, &query);
-        for (delay, reply) in script.replies(&query, false) {
+        let earlier = record_query(&seen, &query);
+        for (delay, reply) in script.replies(&query, false, earlier) {
             tokio::time::sleep(delay).await;
             let wire = reply.to_vec().expect("encode reply");
             let mut frame = (wire.len() as u16).to_be_bytes().to_vec();
