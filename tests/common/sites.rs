@@ -49,12 +49,14 @@ pub struct SiteSpec {
     pub names: Vec<String>,
 }
 
+/// Each ClientHello seen: (site address, SNI).
+type Hellos = Arc<Mutex<Vec<(IpAddr, Option<String>)>>>;
+
 /// Running sites; stop when dropped.
 pub struct Sites {
     /// The one TLS port every open site listens on (the audit's verify-port).
     pub port: u16,
-    /// Each ClientHello seen: (site address, SNI).
-    hellos: Arc<Mutex<Vec<(IpAddr, Option<String>)>>>,
+    hellos: Hellos,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -148,12 +150,7 @@ async fn bind_all(open: &[&SiteSpec]) -> (u16, Vec<TcpListener>) {
     panic!("no port free at every site address");
 }
 
-async fn serve(
-    listener: TcpListener,
-    config: Arc<ServerConfig>,
-    ip: IpAddr,
-    hellos: Arc<Mutex<Vec<(IpAddr, Option<String>)>>>,
-) {
+async fn serve(listener: TcpListener, config: Arc<ServerConfig>, ip: IpAddr, hellos: Hellos) {
     let mut connections = JoinSet::new();
     while let Ok((tcp, _)) = listener.accept().await {
         while connections.try_join_next().is_some() {}
