@@ -378,9 +378,10 @@ impl Scenario {
     }
 }
 
-/// Whether traffic to `ip` could never leave this machine: loopback (127/8, ::1, IPv4-mapped
-/// 127/8), or a special-use address the audit judges without contacting it (0/8, 10/8,
-/// 172.16/12, 192.168/16, ::, 2001:db8::/32). Real public addresses are never allowed.
+/// Whether `ip` may appear in a scenario without any traffic leaving this machine: loopback
+/// (127/8, ::1, IPv4-mapped 127/8), where the fixtures listen, or a special-use address that
+/// the audit judges by its kind alone and never connects to (0/8, 10/8, 172.16/12,
+/// 192.168/16, ::, fc00::/7, 2001:db8::/32). Real public addresses are never allowed.
 fn stays_on_this_machine(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.octets()[0] == 0,
@@ -388,6 +389,7 @@ fn stays_on_this_machine(ip: IpAddr) -> bool {
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+                || v6.segments()[0] & 0xfe00 == 0xfc00
                 || v6.segments()[..2] == [0x2001, 0x0db8]
         }
     }
