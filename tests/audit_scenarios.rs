@@ -85,7 +85,7 @@ fn the_audit_judges_every_scenario_as_expected() {
 
 /// Builds the scenario's network, runs the audit on it and judges the JSON.
 async fn run_scenario(s: &Scenario) -> Outcome {
-    let upstream = FakeUpstream::dot(s.zone(), Behavior::Answer).await;
+    let upstream = FakeUpstream::dot(s.trusted_zone(), Behavior::Answer).await;
     let plain = ScriptedResolver::start(s.script()).await;
     let sites = Sites::start(&s.site_specs()).await;
     let mut targets = Vec::new(); // kept alive until the audit is done
@@ -157,6 +157,12 @@ async fn run_scenario(s: &Scenario) -> Outcome {
         .arg("--names")
         .arg(&names)
         .args(["--json", "-", "--no-progress"]);
+    if !s.asn.is_empty() {
+        let networks: Vec<_> = s.asn.iter().map(|a| a.parsed()).collect();
+        let db = dir.join("asn.mmdb");
+        std::fs::write(&db, common::mmdb::asn_db(&networks)).unwrap();
+        cmd.arg("--asn-db").arg(db);
+    }
     let out = tokio::task::spawn_blocking(move || run_bounded(cmd, AUDIT_LIMIT))
         .await
         .unwrap();

@@ -315,32 +315,23 @@ fn every_scenario_file_is_well_formed_and_the_corpus_covers_the_issue() {
         assert_eq!(addrs.len(), s.sites.len(), "{}: one site per address", s.id);
         assert!(!s.names_file().is_empty(), "{}", s.id);
     }
-    // Every verdict but no-trusted-answer's is expected somewhere, and every bad reason.
+    // Every verdict and every reason is expected somewhere.
     let expected = |r: &str| {
         all.iter()
             .flat_map(|s| &s.expect)
             .any(|e| e.reasons.iter().any(|x| x == r))
     };
-    for r in [
-        "same-addresses",
-        "round-robin-subset",
-        "certificate-valid",
-        "allowlisted",
-        "bogon-answer",
-        "sinkhole-ip",
-        "nxdomain-rewrite",
-        "tls-mismatch",
-        "unexpected-nxdomain",
-        "unexpected-answer",
-        "injected-reply",
-        "unverified-ip",
-        "same-address-for-all",
-        "plain-servfail",
-        "plain-refused",
-        "plain-timeout",
-        "unreliable-resolver",
-    ] {
+    for r in scenario::REASONS
+        .iter()
+        .filter(|r| **r != "no-trusted-answer")
+    {
         assert!(expected(r), "no scenario expects reason {r}");
+    }
+    for v in scenario::VERDICTS {
+        assert!(
+            all.iter().flat_map(|s| &s.expect).any(|e| e.verdict == v),
+            "no scenario expects verdict {v}"
+        );
     }
     for v in scenario::INTERCEPTION_VERDICTS {
         assert!(

@@ -2,7 +2,7 @@
 //! scripted plain resolver, TLS sites, public resolvers probed for interception, and what the
 //! audit is expected to say. See tests/scenarios/README.md for the format.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -63,6 +63,10 @@ pub struct Scenario {
     /// Records the trusted DoT upstream serves (tests/common/zone.rs syntax, one per line).
     /// Every other name is NXDOMAIN there.
     pub trusted: String,
+    /// Names the trusted upstream answers SERVFAIL (e.g. a validating resolver on a name with
+    /// broken DNSSEC); honest resolvers (the plain one's mirror) still answer them from `trusted`.
+    #[serde(default)]
+    pub trusted_servfail: Vec<String>,
     #[serde(default)]
     pub plain: PlainSpec,
     #[serde(default)]
@@ -78,6 +82,33 @@ pub struct Scenario {
     pub expect: Vec<Expectation>,
     #[serde(default)]
     pub nxdomain_probes: NxdomainExpectation,
+    /// An ASN database for the audit (`--asn-db`), written at test time when given.
+    #[serde(default)]
+    pub asn: Vec<AsnEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AsnEntry {
+    /// An IPv4 network, "127.100.1.0/24".
+    pub network: String,
+    /// Its AS number.
+    pub number: u32,
+}
+
+impl AsnEntry {
+    /// (network address, prefix length, AS number), as tests/common/mmdb.rs takes them.
+    pub fn parsed(&self) -> (Ipv4Addr, u8, u32) {
+        let parsed = self.network.split_once('/').and_then(|(ip, len)| {
+            Some((
+                ip.parse::<Ipv4Addr>().ok()?,
+                len.parse::<u8>().ok().filter(|l| (1..=32).contains(l))?,
+            ))
+        });
+        let (ip, len) =
+            parsed.unwrap_or_else(|| panic!("asn network {:?}: want a.b.c.d/len", self.network));
+        (ip, len, self.number)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -221,8 +252,16 @@ pub fn parse(id: &str, text: &str) -> Result<Scenario, String> {
 }
 
 impl Scenario {
+    /// What an honest resolver answers: the records of `trusted`.
     pub fn zone(&self) -> Zone {
         Zone::new().records(&self.trusted)
+    }
+
+    /// What the trusted upstream serves: `zone()`, with SERVFAIL for `trusted-servfail` names.
+    pub fn trusted_zone(&self) -> Zone {
+        self.trusted_servfail
+            .iter()
+            .fold(self.zone(), |z, n| z.rcode(n, ResponseCode::ServFail))
     }
 
     /// The plain resolver's script.
@@ -279,12 +318,18 @@ impl Scenario {
     /// Consistency of the file: known verdicts, reasons, actions and types; expected trusted
     /// rcodes match the zone; `benign` agrees with the expectations.
     fn check(&self) -> Result<(), String> {
-        let zone = self.zone();
+        let zone = self.trusted_zone();
         for r in &self.plain.rules {
             let _ = r.rule();
         }
         for s in &self.sites {
             let _ = s.spec();
+        }
+        for a in &self.asn {
+            let (ip, _, _) = a.parsed();
+            if !ip.is_loopback() {
+                return Err(format!("asn network {}: loopback only", a.network));
+            }
         }
         for e in &self.expect {
             let what = format!("expect {} {}", e.name, e.rtype);
@@ -301,6 +346,7 @@ impl Scenario {
             let want = match e.trusted_rcode.as_str() {
                 "NOERROR" => ResponseCode::NoError,
                 "NXDOMAIN" => ResponseCode::NXDomain,
+                "SERVFAIL" => ResponseCode::ServFail,
                 other => {
                     return Err(format!(
                         "{what}: trusted-rcode {other:?}: NOERROR or NXDOMAIN"
@@ -310,10 +356,10 @@ impl Scenario {
             if got != want {
                 return Err(format!(
                     "{what}: the trusted zone answers {}, the file says trusted-rcode = {:?}",
-                    if got == ResponseCode::NXDomain {
-                        "NXDOMAIN"
-                    } else {
-                        "NOERROR"
+                    match got {
+                        ResponseCode::NXDomain => "NXDOMAIN",
+                        ResponseCode::ServFail => "SERVFAIL",
+                        _ => "NOERROR",
                     },
                     e.trusted_rcode
                 ));
