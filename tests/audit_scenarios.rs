@@ -92,24 +92,23 @@ async fn run_scenario(s: &Scenario) -> Outcome {
     let mut interception_toml = String::new();
     let mut expected_interceptions = Vec::new();
     for i in s.interception_targets() {
-        let server = match i.answered_by.as_str() {
+        let script = match i.answered_by.as_str() {
             "genuine" => {
                 let id = i.identity.as_deref().expect("checked by scenario::load");
-                let r =
-                    ScriptedResolver::start_on(i.address, Script::mirror(s.zone()).identity(id))
-                        .await;
-                let addr = r.addr;
-                targets.push(r);
-                addr
+                Some(Script::mirror(s.zone()).identity(id))
             }
             // Intercepted: the resolver under audit answers what is sent to this address.
-            "plain" => {
-                let r = ScriptedResolver::start_on(i.address, s.script()).await;
+            "plain" => Some(s.script()),
+            _ => None, // nobody listens
+        };
+        let server = match script {
+            Some(script) => {
+                let r = ScriptedResolver::start_on(i.address, script).await;
                 let addr = r.addr;
                 targets.push(r);
                 addr
             }
-            _ => unused_udp_port(i.address),
+            None => unused_udp_port(i.address),
         };
         let _ = write!(
             interception_toml,
