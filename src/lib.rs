@@ -22,6 +22,8 @@ pub mod dns;
 pub mod hijack;
 pub mod listener;
 pub mod local;
+pub mod notify;
+pub mod privilege;
 pub mod resolver;
 pub mod router;
 pub mod split;
