@@ -95,6 +95,9 @@ pub struct RunArgs {
     /// Upstream selection.
     #[command(flatten)]
     pub upstream: UpstreamArgs,
+    /// When started as root: the user to switch to once the listening sockets are bound.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
 }
 
 /// `dnsward query`.
@@ -121,6 +124,7 @@ impl UpstreamArgs {
             upstreams: self.upstreams.clone(),
             bootstrap: self.bootstrap.clone(),
             ca_files: self.ca_files.clone(),
+            ..Overrides::default()
         }
     }
 }

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::cache::{StalePolicy, TtlPolicy};
+use crate::clients::{ClientSettings, RateLimit, loopback_nets};
 use crate::listener::tcp::TcpLimits;
 use crate::resolver::ResolverOptions;
 use crate::router::{RouterOptions, Strategy};
@@ -130,6 +131,28 @@ pub struct RawConfig {
     pub hijack: Option<crate::hijack::config::RawHijack>,
     /// `dnsward audit` settings.
     pub audit: Option<crate::hijack::config::RawAudit>,
+    /// Who may query, and how fast.
+    pub clients: Option<RawClients>,
+    /// The user to switch to after binding the listening sockets, when started as root.
+    pub user: Option<String>,
+}
+
+/// `[clients]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawClients {
+    /// Networks (CIDR) or addresses that may query besides loopback.
+    pub allow: Option<Vec<String>>,
+    /// Queries per second per client network (0 turns rate limiting off).
+    pub rate_limit: Option<u32>,
+    /// Queries a quiet client may send at once.
+    pub rate_limit_burst: Option<u32>,
+    /// Every Nth UDP query over the limit gets a truncated reply (0: drop them all).
+    pub slip: Option<u32>,
+    /// IPv4 prefix length that makes one client network.
+    pub ipv4_prefix: Option<u8>,
+    /// IPv6 prefix length that makes one client network.
+    pub ipv6_prefix: Option<u8>,
 }
 
 /// `[cache]`.
@@ -241,6 +264,8 @@ pub struct Overrides {
     pub bootstrap: Vec<String>,
     /// `--ca-file` (added to the file's list).
     pub ca_files: Vec<PathBuf>,
+    /// `--user` (replaces the file's `user`).
+    pub user: Option<String>,
 }
 
 /// A validated split-DNS rule.
@@ -304,6 +329,10 @@ pub struct Settings {
     pub hijack: crate::hijack::config::HijackSettings,
     /// `dnsward audit` settings.
     pub audit: crate::hijack::config::AuditSettings,
+    /// Access list and rate limiting.
+    pub clients: ClientSettings,
+    /// User to switch to after binding, when started as root.
+    pub user: Option<String>,
 }
 
 impl Settings {
@@ -324,6 +353,11 @@ impl Settings {
             .enumerate()
             .map(|(i, s)| parse_addr(s, 53).map_err(|m| invalid(format!("{listen_key}[{i}]"), m)))
             .collect::<Result<Vec<_>, _>>()?;
+        let clients = clients(raw.clients.unwrap_or_default(), &listen, listen_key)?;
+        let user = match overrides.user.or(raw.user) {
+            Some(u) if u.is_empty() => return Err(invalid("user", "must not be empty")),
+            u => u,
+        };
 
         let (up_key, raw_upstreams) = if !overrides.upstreams.is_empty() {
             (
@@ -562,6 +596,8 @@ impl Settings {
             udp_max_in_flight: positive("udp-max-in-flight", raw.udp_max_in_flight, 1024)?,
             hijack: crate::hijack::config::HijackSettings::from_raw(raw.hijack)?,
             audit: crate::hijack::config::AuditSettings::from_raw(raw.audit)?,
+            clients,
+            user,
         })
     }
 
@@ -573,6 +609,85 @@ impl Settings {
         };
         Settings::from_raw(raw, overrides)
     }
+}
+
+/// Validates `[clients]`. Listening where other machines can reach (any address but
+/// loopback) needs an access list: without one every such query would be refused, and a
+/// silent "nothing works" on the LAN is worse than an error naming the fix.
+fn clients(
+    raw: RawClients,
+    listen: &[SocketAddr],
+    listen_key: &str,
+) -> Result<ClientSettings, ConfigError> {
+    let mut allow = loopback_nets();
+    for (i, s) in raw.allow.iter().flatten().enumerate() {
+        let net = s
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| {
+                invalid(
+                    format!("clients.allow[{i}]"),
+                    format!(
+                        "{s:?} is not a network (expected 192.168.1.0/24, fd00::/8 or an address)"
+                    ),
+                )
+            })?;
+        allow.push(net.trunc());
+    }
+    if raw.allow.as_ref().is_none_or(|a| a.is_empty())
+        && let Some((i, addr)) = listen
+            .iter()
+            .enumerate()
+            .find(|(_, a)| !a.ip().to_canonical().is_loopback())
+    {
+        return Err(invalid(
+            format!("{listen_key}[{i}]"),
+            format!(
+                "{addr} can be reached from other machines, but only loopback may query; \
+                 name the networks that may, e.g. [clients] allow = [\"192.168.1.0/24\"], \
+                 or listen on 127.0.0.1 only"
+            ),
+        ));
+    }
+    let defaults = RateLimit::default();
+    let rate_limit = match raw.rate_limit {
+        Some(0) => None,
+        per_second => {
+            let prefix = |key: &str, value: Option<u8>, default: u8, max: u8| match value {
+                None => Ok(default),
+                Some(p) if p <= max => Ok(p),
+                Some(_) => Err(invalid(key, format!("must be at most {max}"))),
+            };
+            Some(RateLimit {
+                per_second: per_second.map_or(defaults.per_second, f64::from),
+                burst: match raw.rate_limit_burst {
+                    None => defaults.burst,
+                    Some(0) => {
+                        return Err(invalid(
+                            "clients.rate-limit-burst",
+                            "must be greater than 0",
+                        ));
+                    }
+                    Some(b) => b,
+                },
+                slip: raw.slip.unwrap_or(defaults.slip),
+                ipv4_prefix: prefix(
+                    "clients.ipv4-prefix",
+                    raw.ipv4_prefix,
+                    defaults.ipv4_prefix,
+                    32,
+                )?,
+                ipv6_prefix: prefix(
+                    "clients.ipv6-prefix",
+                    raw.ipv6_prefix,
+                    defaults.ipv6_prefix,
+                    128,
+                )?,
+                ..defaults
+            })
+        }
+    };
+    Ok(ClientSettings { allow, rate_limit })
 }
 
 /// Validates one upstream; errors carry a sub-key (e.g. ".pin-sha256[0]") and a message.
@@ -741,6 +856,83 @@ mod tests {
         );
         let err = settings("upstreams = [{ url = \"tls://a\", pin = [] }]").unwrap_err();
         assert!(err.to_string().contains("upstreams"), "{err}");
+    }
+
+    #[test]
+    fn listening_beyond_loopback_needs_an_access_list() {
+        let err = settings("listen = [\"127.0.0.1:53\", \"192.168.1.1:53\"]").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("listen[1]:"), "{msg}");
+        assert!(msg.contains("[clients] allow"), "{msg}");
+        let err = settings("listen = [\"[::]:53\"]\n[clients]\nallow = []").unwrap_err();
+        assert!(err.to_string().starts_with("listen[0]:"), "{err}");
+        let s = settings(
+            "listen = [\"0.0.0.0:53\"]\n[clients]\nallow = [\"192.168.1.0/24\", \"fd00::/8\", \"10.1.2.3\"]",
+        )
+        .unwrap();
+        let allow: Vec<String> = s.clients.allow.iter().map(|n| n.to_string()).collect();
+        assert_eq!(
+            allow,
+            [
+                "127.0.0.0/8",
+                "::1/128",
+                "192.168.1.0/24",
+                "fd00::/8",
+                "10.1.2.3/32"
+            ],
+            "loopback is always allowed"
+        );
+        // Loopback-only listening needs nothing.
+        let d = settings("listen = [\"127.0.0.2:5353\", \"[::1]:5353\"]").unwrap();
+        assert_eq!(d.clients.allow, crate::clients::loopback_nets());
+        let err = settings("[clients]\nallow = [\"192.168.1.0/33\"]").unwrap_err();
+        assert!(err.to_string().starts_with("clients.allow[0]:"), "{err}");
+    }
+
+    #[test]
+    fn rate_limit_keys() {
+        let d = settings("").unwrap().clients.rate_limit.unwrap();
+        assert_eq!(d, RateLimit::default());
+        let s = settings(
+            "[clients]\nrate-limit = 20\nrate-limit-burst = 50\nslip = 0\nipv4-prefix = 24\nipv6-prefix = 56",
+        )
+        .unwrap();
+        let r = s.clients.rate_limit.unwrap();
+        assert_eq!((r.per_second, r.burst, r.slip), (20.0, 50, 0));
+        assert_eq!((r.ipv4_prefix, r.ipv6_prefix), (24, 56));
+        assert_eq!(r.exempt, crate::clients::loopback_nets());
+        assert!(
+            settings("[clients]\nrate-limit = 0")
+                .unwrap()
+                .clients
+                .rate_limit
+                .is_none()
+        );
+        let err = settings("[clients]\nipv4-prefix = 33").unwrap_err();
+        assert!(err.to_string().starts_with("clients.ipv4-prefix:"), "{err}");
+        let err = settings("[clients]\nrate-limit-burst = 0").unwrap_err();
+        assert!(
+            err.to_string().starts_with("clients.rate-limit-burst:"),
+            "{err}"
+        );
+        let err = settings("[clients]\nrate = 5").unwrap_err();
+        assert!(err.to_string().contains("rate"), "{err}");
+    }
+
+    #[test]
+    fn user_from_file_or_command_line() {
+        assert_eq!(
+            settings("user = \"nobody\"").unwrap().user.as_deref(),
+            Some("nobody")
+        );
+        assert!(settings("user = \"\"").is_err());
+        let raw = RawConfig::parse("user = \"nobody\"", "t").unwrap();
+        let overrides = Overrides {
+            user: Some("dnsward".into()),
+            ..Overrides::default()
+        };
+        let s = Settings::from_raw(raw, overrides).unwrap();
+        assert_eq!(s.user.as_deref(), Some("dnsward"));
     }
 
     #[test]

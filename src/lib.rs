@@ -14,6 +14,7 @@
 pub mod cache;
 pub mod captive;
 pub mod cli;
+pub mod clients;
 pub mod clock;
 pub mod config;
 pub mod dig;
@@ -21,6 +22,8 @@ pub mod dns;
 pub mod hijack;
 pub mod listener;
 pub mod local;
+pub mod notify;
+pub mod privilege;
 pub mod resolver;
 pub mod router;
 pub mod split;
@@ -149,11 +152,13 @@ pub async fn serve(
     for addr in sockets.local_addrs() {
         info!(%addr, "listening (UDP and TCP)");
     }
+    let clients = Arc::new(clients::ClientPolicy::new(&settings.clients));
     for socket in sockets.udp {
         tasks.spawn(listener::udp::serve(
             socket,
             resolver.clone(),
             settings.udp_max_in_flight,
+            clients.clone(),
             token.clone(),
         ));
     }
@@ -162,6 +167,7 @@ pub async fn serve(
             tcp,
             resolver.clone(),
             settings.tcp,
+            clients.clone(),
             token.clone(),
         ));
     }

@@ -78,10 +78,20 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 async fn proxy(config: Option<std::path::PathBuf>, args: RunArgs) -> Result<ExitCode> {
-    let overrides = args.upstream.overrides(args.listen);
+    let mut overrides = args.upstream.overrides(args.listen);
+    overrides.user = args.user;
     let settings = Settings::load(config.as_deref(), overrides)?;
     let sockets = bind(&settings).await?;
-    dnsward::run(settings, sockets, shutdown_signal()).await?;
+    let resolver = dnsward::build_resolver(&settings, dnsward::clock::Clock::System)?;
+    // Sockets bound and files read: root is no longer needed.
+    dnsward::privilege::drop_privileges(settings.user.as_deref())?;
+    let signal = shutdown_signal()?;
+    dnsward::notify::ready();
+    let shutdown = async {
+        signal.await;
+        dnsward::notify::stopping();
+    };
+    dnsward::serve(resolver, &settings, sockets, shutdown).await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -105,16 +115,18 @@ async fn bind(settings: &Settings) -> Result<Sockets> {
     Ok(sockets)
 }
 
-async fn shutdown_signal() {
+/// Completes on SIGTERM or SIGINT. The handlers are installed now, not when first polled, so
+/// that a signal arriving as soon as readiness is announced is not fatal.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    })
 }
 
 async fn query(config: Option<std::path::PathBuf>, args: QueryArgs) -> Result<ExitCode> {

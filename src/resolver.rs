@@ -1,6 +1,7 @@
 //! The path of one query, top to bottom:
 //!
 //! 1. validate the client's message (drop, or FORMERR / NOTIMP / REFUSED / BADVERS);
+//!    answer ANY minimally (RFC 8482);
 //! 2. answer names known locally (hosts file, static records); pick the route: a split-DNS
 //!    rule (plain DNS to the resolver that serves the domain), a locally served zone (private
 //!    reverse zones, home.arpa, local: answered here, never sent out), or the encrypted
@@ -160,6 +161,14 @@ impl Resolver {
             Err(Rejected::Answer(answer)) => return Some(answer),
         };
         let udp_limit = (transport == Transport::Udp).then(|| query.udp_limit());
+        if query.question.qtype == dns::wire::TYPE_ANY {
+            // RFC 8482: one small synthesised record, never a full ANY sent upstream.
+            return Some(local::fit_to_limit(
+                &query,
+                local::any_answer(&query),
+                udp_limit,
+            ));
+        }
         let internet_class = query.question.qclass == 1;
         if internet_class && let Some(answer) = self.local.answer(&query) {
             return Some(local::fit_to_limit(&query, answer, udp_limit));

@@ -209,8 +209,10 @@ fn survives_server_idle_close(scheme: &str) {
         _ => format!("https://localhost:{https}/dns-query#127.0.0.1"),
     };
     let (proxy, port) = start_dnsward(&upstream, &format!("dnsward-idle-{scheme}"));
-    for (round, name) in ["a.test", "mx.test", "txt.test"].iter().enumerate() {
-        let out = kdig(port, &[name, "ANY"]);
+    // Three different questions, so each goes upstream (ANY would not: RFC 8482).
+    let questions = [("a.test", "A"), ("mx.test", "MX"), ("txt.test", "TXT")];
+    for (round, (name, qtype)) in questions.iter().enumerate() {
+        let out = kdig(port, &[name, qtype]);
         assert!(
             out.contains("status: NOERROR"),
             "round {round}: {out}\n{}",

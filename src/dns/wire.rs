@@ -29,6 +29,8 @@ pub const TYPE_CNAME: u16 = 5;
 pub const TYPE_IXFR: u16 = 251;
 /// See [`TYPE_IXFR`].
 pub const TYPE_AXFR: u16 = 252;
+/// QTYPE ANY ("*", RFC 1035 §3.2.3), answered minimally (RFC 8482).
+pub const TYPE_ANY: u16 = 255;
 
 /// Why a buffer is not a well-formed DNS message.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]

@@ -12,6 +12,7 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::clients::{self, Admission, ClientPolicy};
 use crate::resolver::{Resolver, Transport};
 
 /// Limits that keep TCP clients from exhausting the proxy.
@@ -36,11 +37,13 @@ impl Default for TcpLimits {
     }
 }
 
-/// Accepts connections on `listener` until `shutdown` is cancelled.
+/// Accepts connections on `listener` until `shutdown` is cancelled. Queries from sources
+/// outside the access list are answered REFUSED (see [`crate::clients`]).
 pub async fn serve(
     listener: TcpListener,
     resolver: Arc<Resolver>,
     limits: TcpLimits,
+    clients: Arc<ClientPolicy>,
     shutdown: CancellationToken,
 ) {
     let connections = Arc::new(Semaphore::new(limits.max_connections));
@@ -61,7 +64,13 @@ pub async fn serve(
             debug!(%peer, "too many TCP connections; closing new one");
             continue;
         };
-        let resolver = resolver.clone();
+        let resolver = match clients.admit_tcp(peer.ip()) {
+            Admission::Serve => Some(resolver.clone()),
+            _ => {
+                debug!(%peer, "TCP client not on the access list; refusing its queries");
+                None
+            }
+        };
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             connection(stream, resolver, limits, shutdown).await;
@@ -71,10 +80,11 @@ pub async fn serve(
 }
 
 /// Serves one connection: a reader that starts a task per query, and a writer that sends
-/// answers in completion order.
+/// answers in completion order. Without a resolver (a client not on the access list) every
+/// query is answered REFUSED.
 async fn connection(
     stream: TcpStream,
-    resolver: Arc<Resolver>,
+    resolver: Option<Arc<Resolver>>,
     limits: TcpLimits,
     shutdown: CancellationToken,
 ) {
@@ -115,7 +125,11 @@ async fn connection(
         let resolver = resolver.clone();
         let answers = answers.clone();
         tokio::spawn(async move {
-            if let Some(answer) = resolver.handle(&message, Transport::Tcp).await {
+            let answer = match resolver {
+                Some(resolver) => resolver.handle(&message, Transport::Tcp).await,
+                None => clients::refused(&message),
+            };
+            if let Some(answer) = answer {
                 let _ = answers.send(answer).await;
             }
             drop(permit);

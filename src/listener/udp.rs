@@ -1,12 +1,14 @@
 //! DNS over UDP (RFC 1035 §4.2.1).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::clients::{self, Admission, ClientPolicy};
 use crate::resolver::{Resolver, Transport};
 
 /// Largest datagram read; bigger ones are cut by the kernel and then fail to parse.
@@ -14,11 +16,14 @@ const MAX_DATAGRAM: usize = 65_535;
 
 /// Serves queries arriving on `socket` until `shutdown` is cancelled, with at most
 /// `max_in_flight` queries being resolved at once; datagrams beyond that are dropped,
-/// as an overloaded DNS server does (the client retries).
+/// as an overloaded DNS server does (the client retries). Sources outside the access list
+/// or over their rate limit get nothing (or, for some over the limit, an empty truncated
+/// reply): see [`crate::clients`].
 pub async fn serve(
     socket: UdpSocket,
     resolver: Arc<Resolver>,
     max_in_flight: usize,
+    clients: Arc<ClientPolicy>,
     shutdown: CancellationToken,
 ) {
     let socket = Arc::new(socket);
@@ -36,6 +41,16 @@ pub async fn serve(
                 }
             },
         };
+        match clients.admit_udp(peer.ip(), Instant::now()) {
+            Admission::Serve => {}
+            Admission::Refuse | Admission::Drop => continue,
+            Admission::Slip => {
+                if let Some(reply) = clients::slip(&buf[..len]) {
+                    let _ = socket.try_send_to(&reply, peer);
+                }
+                continue;
+            }
+        }
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             warn!(%peer, "too many queries in flight; dropping UDP query");
             continue;

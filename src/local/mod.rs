@@ -10,6 +10,7 @@
 //! forwarding the user configured, then [`locally_served`] / [`local_zone_answer`], then the
 //! cache and upstreams. Local answers are cheap and change on reload, so they bypass the cache.
 
+mod any;
 mod hosts;
 mod records;
 mod response;
@@ -28,6 +29,7 @@ use hosts::HostsFile;
 use response::{CLASS_IN, Owner, Response};
 use table::{Rr, TYPE_ANY, Table, key};
 
+pub use any::any_answer;
 pub use records::RecordProblem;
 pub use response::fit_to_limit;
 pub use zones::{ZONES, local_zone_answer, locally_served};

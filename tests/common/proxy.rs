@@ -56,6 +56,7 @@ pub fn test_settings(upstreams: &[String]) -> Settings {
         upstreams: upstreams.to_vec(),
         bootstrap: Vec::new(),
         ca_files: vec![cert_path("ca.pem")],
+        ..Overrides::default()
     };
     let mut settings =
         Settings::from_raw(RawConfig::default(), overrides).expect("valid test settings");
