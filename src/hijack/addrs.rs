@@ -29,10 +29,8 @@ const SPECIAL_USE: &[(&str, &str)] = &[
     ("240.0.0.0/4", "reserved, and broadcast (RFC 1112, RFC 919)"),
     ("::/128", "unspecified (RFC 4291)"),
     ("::1/128", "loopback (RFC 4291)"),
-    (
-        "64:ff9b:1::/48",
-        "local-use IPv4/IPv6 translation (RFC 8215)",
-    ),
+    // Not 64:ff9b::/96 nor 64:ff9b:1::/48 (RFC 6052, RFC 8215): DNS64 synthesises those from
+    // public IPv4 addresses.
     ("100::/64", "discard-only (RFC 6666)"),
     ("2001:2::/48", "benchmarking (RFC 5180)"),
     ("2001:db8::/32", "documentation (RFC 3849)"),

@@ -150,12 +150,16 @@ pub async fn classify(
         NXDOMAIN if trusted_nx => finding.add(Verdict::Consistent, Reason::SameAddresses),
         NXDOMAIN => finding.add(Verdict::Suspicious, Reason::UnexpectedNxdomain),
         NOERROR if trusted_nx => {
-            if first.addrs.is_empty() {
+            if ctx.allow.covers(name) && !first.addrs.is_empty() {
+                // An internal name the public DNS does not know: expected by the user.
+                finding.add(Verdict::BenignVariation, Reason::Allowlisted);
+            } else if first.addrs.is_empty() {
                 // NODATA against NXDOMAIN: no data either way.
                 finding.add(Verdict::Consistent, Reason::SameAddresses);
             } else {
-                for &addr in &first.addrs {
-                    let (verdict, reason, check) = judge_unknown(addr, name, ctx, &[]).await;
+                for (i, &addr) in first.addrs.iter().enumerate() {
+                    let (verdict, reason, check) =
+                        judge_unknown(addr, name, ctx, &[], i < MAX_VERIFIED_PER_ANSWER).await;
                     checks.push(check);
                     finding.add(verdict, reason);
                 }
@@ -204,20 +208,28 @@ async fn compare_addresses(
         return;
     }
     let trusted: Vec<IpAddr> = union.iter().copied().collect();
-    for &addr in plain.addrs.difference(&union) {
-        let (verdict, reason, check) = judge_unknown(addr, name, ctx, &trusted).await;
+    for (i, &addr) in plain.addrs.difference(&union).enumerate() {
+        let (verdict, reason, check) =
+            judge_unknown(addr, name, ctx, &trusted, i < MAX_VERIFIED_PER_ANSWER).await;
         checks.push(check);
         finding.add(verdict, reason);
     }
 }
 
+/// At most this many addresses of one answer are verified by TLS: the answer comes from the
+/// resolver under suspicion, which must not be able to make us connect to thousands of
+/// addresses of its choosing. The rest count as unverified.
+const MAX_VERIFIED_PER_ANSWER: usize = 4;
+
 /// Judges one address only the plaintext resolver gave for `name`; `trusted` are the
 /// addresses the trusted resolvers gave (empty when they said the name does not exist).
+/// `may_verify` allows a TLS handshake to it.
 async fn judge_unknown(
     addr: IpAddr,
     name: &str,
     ctx: &Context<'_>,
     trusted: &[IpAddr],
+    may_verify: bool,
 ) -> (Verdict, Reason, AddrCheck) {
     let mut check = AddrCheck {
         address: addr,
@@ -259,7 +271,7 @@ async fn judge_unknown(
             return (Verdict::BenignVariation, Reason::SameAsn, check);
         }
     }
-    let Some(verifier) = ctx.verifier else {
+    let Some(verifier) = ctx.verifier.filter(|_| may_verify) else {
         return (Verdict::Suspicious, Reason::UnverifiedIp, check);
     };
     let tls = verifier.check(addr, name).await;
@@ -380,6 +392,34 @@ mod tests {
             (f.verdict, f.reasons),
             (Verdict::Inconclusive, vec![Reason::NoTrustedAnswer])
         );
+    }
+
+    #[tokio::test]
+    async fn allowlisted_names_may_have_private_answers_even_where_public_dns_has_none() {
+        let nx = [reply(3, &[])];
+        let t = [reply(0, &["1.1.1.1"])];
+        let book = AddressBook::new(&[], &[]);
+        let allow = Allowlist::new(&["corp.example".into()]);
+        let ctx = Context {
+            book: &book,
+            allow: &allow,
+            verifier: None,
+            asn: None,
+            nxdomain_rewriting: true,
+        };
+        for trusted in [&nx[..], &t[..]] {
+            let (f, _) = classify(
+                "git.corp.example",
+                &replies(&[reply(0, &["10.1.2.3"])]),
+                trusted,
+                &ctx,
+            )
+            .await;
+            assert_eq!(
+                (f.verdict, f.reasons),
+                (Verdict::BenignVariation, vec![Reason::Allowlisted])
+            );
+        }
     }
 
     #[tokio::test]

@@ -3,9 +3,8 @@
 //! or GeoDNS answer presents a valid certificate for the name; a block page or an attacker's
 //! server cannot.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
@@ -52,6 +51,10 @@ impl TlsCheck {
     }
 }
 
+/// How many outcomes are remembered, and for how long.
+const REMEMBERED: u64 = 4096;
+const REMEMBER_FOR: Duration = Duration::from_secs(600);
+
 /// Runs verification handshakes and remembers their outcome per (address, name).
 pub struct Verifier {
     /// Validates like the upstreams do (no ALPN offered, so any HTTPS server completes).
@@ -60,8 +63,9 @@ pub struct Verifier {
     port: u16,
     /// For the TCP connection and the handshake together.
     timeout: Duration,
-    /// Outcomes so far: one handshake per (address, name) per run.
-    seen: Mutex<HashMap<(IpAddr, String), TlsCheck>>,
+    /// Recent outcomes, so one (address, name) gets one handshake for a while; bounded, since
+    /// the proxy runs for months and the names come from clients.
+    seen: moka::sync::Cache<(IpAddr, String), TlsCheck>,
 }
 
 impl Verifier {
@@ -71,7 +75,10 @@ impl Verifier {
             config,
             port,
             timeout,
-            seen: Mutex::new(HashMap::new()),
+            seen: moka::sync::Cache::builder()
+                .max_capacity(REMEMBERED)
+                .time_to_live(REMEMBER_FOR)
+                .build(),
         }
     }
 
@@ -79,17 +86,14 @@ impl Verifier {
     pub async fn check(&self, addr: IpAddr, name: &str) -> TlsCheck {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
         let key = (addr, name.clone());
-        if let Some(known) = self.seen.lock().expect("not poisoned").get(&key) {
-            return known.clone();
+        if let Some(known) = self.seen.get(&key) {
+            return known;
         }
         let outcome = match timeout(self.timeout, self.handshake(addr, &name)).await {
             Ok(outcome) => outcome,
             Err(_) => TlsCheck::NoHandshake,
         };
-        self.seen
-            .lock()
-            .expect("not poisoned")
-            .insert(key, outcome.clone());
+        self.seen.insert(key, outcome.clone());
         outcome
     }
 

@@ -135,12 +135,31 @@ pub fn load_names(path: &Path, types: &[u16]) -> Result<Vec<NameSpec>, AuditErro
     parse_names(&text, types).map_err(bad)
 }
 
-/// The first nameserver in a resolv.conf text.
+/// The first usable nameserver in a resolv.conf text. A link-local IPv6 server keeps its
+/// scope (`fe80::1%eth0`); one without a scope is unusable and skipped.
 pub fn resolv_conf_nameserver(text: &str) -> Option<SocketAddr> {
     text.lines()
         .filter_map(|l| l.trim().strip_prefix("nameserver"))
-        .filter_map(|rest| rest.trim().split('%').next()?.parse::<IpAddr>().ok())
-        .map(|ip| SocketAddr::new(ip, 53))
+        .filter_map(|rest| {
+            let mut parts = rest.trim().splitn(2, '%');
+            let ip: IpAddr = parts.next()?.parse().ok()?;
+            match (ip, parts.next()) {
+                (IpAddr::V6(v6), Some(scope)) => {
+                    let index = scope.parse::<u32>().ok().or_else(|| {
+                        std::fs::read_to_string(format!("/sys/class/net/{scope}/ifindex"))
+                            .ok()?
+                            .trim()
+                            .parse()
+                            .ok()
+                    })?;
+                    Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                        v6, 53, 0, index,
+                    )))
+                }
+                (IpAddr::V6(v6), None) if v6.is_unicast_link_local() => None,
+                (ip, _) => Some(SocketAddr::new(ip, 53)),
+            }
+        })
         .next()
 }
 
@@ -171,9 +190,11 @@ pub struct Report {
 }
 
 impl Report {
-    /// Whether anything was judged hijacked (a result or an interception probe).
+    /// Whether anything was judged hijacked (a result, NXDOMAIN rewriting, or an
+    /// interception probe).
     pub fn found_hijacking(&self) -> bool {
-        self.results.iter().any(|r| r.verdict == Verdict::Hijacked)
+        self.probes.nxdomain.rewriting
+            || self.results.iter().any(|r| r.verdict == Verdict::Hijacked)
             || self
                 .probes
                 .interception
@@ -551,7 +572,11 @@ impl Audit {
             .collect();
         let works = |p: &Plain| matches!(p, Plain::Replies(r) if r.first().is_some_and(|r| r.rcode == classify::NOERROR || r.rcode == classify::NXDOMAIN));
         for (result, _, trusted) in results.iter_mut() {
-            if !result.reasons.iter().any(|r| FAILURES.contains(r)) {
+            // Only failures are retried; evidence of tampering found alongside a failure
+            // (an injected reply, say) is never retried away.
+            if !result.reasons.iter().any(|r| FAILURES.contains(r))
+                || result.verdict == Verdict::Hijacked
+            {
                 continue;
             }
             // Without a single name that worked there is nothing to confirm the failure
@@ -600,55 +625,47 @@ const SAME_ADDRESS_MIN_NAMES: usize = 3;
 /// Marks results where many different names got the same single address that the trusted
 /// upstreams never gave for them. Names that honestly share one address (one CDN edge for
 /// several names) have the same trusted answers too, so a group counts only if its names'
-/// trusted answers differ from each other, and not if the address proved with a valid
-/// certificate that it serves every one of them.
+/// trusted answers differ from each other. Results already explained (allowlisted, a valid
+/// certificate, the same network) are left out: only unexplained answers are upgraded.
 fn same_address_for_all(results: &mut [(NameResult, Plain, Vec<Reply>)]) {
-    /// Per plain address: the names, their trusted address sets, and whether each name's
-    /// certificate validated there.
-    #[derive(Default)]
-    struct Group {
-        names: BTreeSet<String>,
-        trusted_sets: BTreeSet<BTreeSet<IpAddr>>,
-        all_valid: bool,
-        seen: bool,
-    }
+    const EXPLAINED: [Reason; 3] = [
+        Reason::Allowlisted,
+        Reason::CertificateValid,
+        Reason::SameAsn,
+    ];
     let single = |(r, _, trusted): &(NameResult, Plain, Vec<Reply>)| -> Option<IpAddr> {
         let [addr] = r.plain.addresses[..] else {
             return None;
         };
+        if r.reasons.iter().any(|x| EXPLAINED.contains(x)) {
+            return None;
+        }
         let trusted_has = trusted.iter().any(|t| t.addrs.contains(&addr));
         (!trusted_has).then_some(addr)
     };
-    let mut groups: HashMap<IpAddr, Group> = HashMap::new();
+    // Per plain address: the names, and their trusted address sets.
+    let mut groups: HashMap<IpAddr, (BTreeSet<String>, BTreeSet<BTreeSet<IpAddr>>)> =
+        HashMap::new();
     for entry in results.iter() {
         let Some(addr) = single(entry) else {
             continue;
         };
-        let group = groups.entry(addr).or_default();
-        let valid = entry.0.reasons.contains(&Reason::CertificateValid);
-        group.all_valid = if group.seen {
-            group.all_valid && valid
-        } else {
-            valid
-        };
-        group.seen = true;
-        group.names.insert(entry.0.name.to_ascii_lowercase());
-        let union: BTreeSet<IpAddr> = entry
-            .2
-            .iter()
-            .flat_map(|t| t.addrs.iter().copied())
-            .collect();
-        group.trusted_sets.insert(union);
+        let (names, trusted_sets) = groups.entry(addr).or_default();
+        names.insert(entry.0.name.to_ascii_lowercase());
+        trusted_sets.insert(
+            entry
+                .2
+                .iter()
+                .flat_map(|t| t.addrs.iter().copied())
+                .collect(),
+        );
     }
     for entry in results.iter_mut() {
         let Some(addr) = single(entry) else {
             continue;
         };
-        let group = &groups[&addr];
-        if group.names.len() >= SAME_ADDRESS_MIN_NAMES
-            && group.trusted_sets.len() >= 2
-            && !group.all_valid
-        {
+        let (names, trusted_sets) = &groups[&addr];
+        if names.len() >= SAME_ADDRESS_MIN_NAMES && trusted_sets.len() >= 2 {
             let result = &mut entry.0;
             result.verdict = Verdict::Hijacked;
             if !result.reasons.contains(&Reason::SameAddressForAll) {
@@ -680,13 +697,77 @@ mod tests {
         assert!(default_names(&[TYPE_A]).len() > 20);
     }
 
+    fn result(
+        name: &str,
+        plain: &str,
+        trusted: &str,
+        reasons: &[Reason],
+    ) -> (NameResult, Plain, Vec<Reply>) {
+        let ip: IpAddr = plain.parse().unwrap();
+        let reply = Reply {
+            rcode: 0,
+            addrs: [ip].into(),
+        };
+        let t = Reply {
+            rcode: 0,
+            addrs: [trusted.parse().unwrap()].into(),
+        };
+        let r = NameResult {
+            name: name.into(),
+            rtype: "A",
+            verdict: Verdict::Suspicious,
+            reasons: reasons.to_vec(),
+            plain: PlainView::of(&Plain::Replies(vec![reply.clone()])),
+            trusted: Vec::new(),
+            checks: Vec::new(),
+        };
+        (r, Plain::Replies(vec![reply]), vec![t])
+    }
+
+    #[test]
+    fn same_address_for_all_needs_differing_trusted_answers_and_ignores_explained_results() {
+        let portal = "1.2.3.4";
+        let mut results = vec![
+            result("a.test", portal, "5.5.5.1", &[Reason::UnverifiedIp]),
+            result("b.test", portal, "5.5.5.2", &[Reason::UnverifiedIp]),
+            result("c.test", portal, "5.5.5.3", &[Reason::TlsMismatch]),
+            result("d.test", portal, "5.5.5.4", &[Reason::CertificateValid]),
+            result("e.corp", portal, "5.5.5.5", &[Reason::Allowlisted]),
+        ];
+        same_address_for_all(&mut results);
+        let got: Vec<Verdict> = results.iter().map(|r| r.0.verdict).collect();
+        use Verdict::*;
+        assert_eq!(got, [Hijacked, Hijacked, Hijacked, Suspicious, Suspicious]);
+        // Two unexplained names are not enough.
+        let mut two = vec![
+            result("a.test", portal, "5.5.5.1", &[Reason::UnverifiedIp]),
+            result("b.test", portal, "5.5.5.2", &[Reason::UnverifiedIp]),
+            result("d.test", portal, "5.5.5.4", &[Reason::CertificateValid]),
+        ];
+        same_address_for_all(&mut two);
+        assert!(two.iter().all(|r| r.0.verdict == Suspicious));
+        // Names that share one trusted address too (one CDN edge) are not a portal.
+        let mut edge = vec![
+            result("a.test", portal, "5.5.5.1", &[Reason::UnverifiedIp]),
+            result("b.test", portal, "5.5.5.1", &[Reason::UnverifiedIp]),
+            result("c.test", portal, "5.5.5.1", &[Reason::UnverifiedIp]),
+        ];
+        same_address_for_all(&mut edge);
+        assert!(edge.iter().all(|r| r.0.verdict == Suspicious));
+    }
+
     #[test]
     fn resolv_conf_first_nameserver() {
-        let text =
-            "search lan\n# nameserver 1.2.3.4\nnameserver fe80::1%eth0\nnameserver 10.0.0.1\n";
+        let text = "search lan\n# nameserver 1.2.3.4\nnameserver fe80::1%7\nnameserver 10.0.0.1\n";
         assert_eq!(
             resolv_conf_nameserver(text),
-            Some("[fe80::1]:53".parse().unwrap())
+            Some("[fe80::1%7]:53".parse().unwrap())
+        );
+        // A link-local address without its interface cannot be used.
+        let text = "nameserver fe80::1\nnameserver 10.0.0.1\n";
+        assert_eq!(
+            resolv_conf_nameserver(text),
+            Some("10.0.0.1:53".parse().unwrap())
         );
         assert_eq!(resolv_conf_nameserver("options edns0\n"), None);
     }

@@ -46,6 +46,9 @@ pub fn txt_of(answer: &[u8]) -> Option<(u8, Vec<String>)> {
     Some((header.rcode(), out))
 }
 
+/// Different replies kept per query; two are evidence enough, a few more show its extent.
+const MAX_REPLIES: usize = 8;
+
 /// Sends `query` to `server` over UDP and collects every distinct matching reply until
 /// `hold` after the first one (or `limit` without any). A truncated first reply is asked
 /// again over TCP for its contents. Replies from elsewhere, with another ID or for another
@@ -85,6 +88,11 @@ pub async fn observe(
             continue;
         }
         let truncated = Header::of(wire).is_some_and(|h| h.truncated());
+        // A later truncated datagram (a network duplicate of the first) says nothing its
+        // TCP-fetched contents did not.
+        if truncated && !raw.is_empty() {
+            continue;
+        }
         let mut contents = wire.to_vec();
         if truncated
             && raw.is_empty()
@@ -98,7 +106,7 @@ pub async fn observe(
         if replies.is_empty() {
             stop = Instant::now() + hold;
         }
-        if !replies.contains(&reply) {
+        if !replies.contains(&reply) && replies.len() < MAX_REPLIES {
             replies.push(reply);
             raw.push(contents);
         }

@@ -163,7 +163,12 @@ pub async fn interception(audit: &Audit) -> Vec<InterceptionResult> {
             match raw.first().and_then(|r| txt_of(r)) {
                 None => answers.push("no reply".into()),
                 Some((rcode, texts)) => {
-                    let text = texts.join(" ");
+                    // Network data: no control characters reach the terminal.
+                    let text: String = texts
+                        .join(" ")
+                        .chars()
+                        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+                        .collect();
                     if rcode == NOERROR && !texts.is_empty() && glob(&probe.expect, &text) {
                         matching += 1;
                     } else {
