@@ -196,11 +196,16 @@ impl Router {
         self
     }
 
-    /// When any upstream last answered (a query or a probe), if ever.
+    /// When an upstream last answered (a query or a probe), counting only upstreams that have
+    /// not failed since: evidence that the encrypted path works now. `None` if there is none.
     pub fn last_success(&self) -> Option<Instant> {
         self.slots
             .iter()
-            .filter_map(|s| s.health().last_success)
+            .filter_map(|s| {
+                let h = s.health();
+                h.last_success
+                    .filter(|ok| h.last_failure.is_none_or(|failed| failed < *ok))
+            })
             .max()
     }
 

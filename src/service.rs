@@ -161,29 +161,15 @@ impl Service {
     }
 
     /// Reads the configuration again from `source` and puts it in force; on any error the
-    /// old configuration stays and the error is logged and returned.
+    /// old configuration stays, and the error is logged and returned.
     pub fn reload_from(&self, source: &ConfigSource) -> Result<ReloadReport, ReloadError> {
-        let result = source
-            .load()
-            .map_err(ReloadError::from)
-            .and_then(|settings| self.reload(settings).map_err(ReloadError::from));
-        match &result {
-            Ok(report) => {
-                info!(kept_cache = report.kept_cache, "configuration reloaded");
-                for key in &report.needs_restart {
-                    warn!(
-                        key,
-                        "configuration change takes effect only after a restart"
-                    );
-                }
-            }
+        match source.load() {
+            Ok(settings) => Ok(self.reload(settings)?),
             Err(e) => {
-                self.metrics.reload(false);
-                *lock(&self.last_reload) = Some(format!("error: {e}"));
-                error!(error = %e, "configuration reload failed; keeping the old configuration");
+                self.reload_failed(&e);
+                Err(e.into())
             }
         }
-        result
     }
 
     /// Puts validated `settings` in force. Fails, changing nothing, if the router or local
@@ -193,7 +179,14 @@ impl Service {
         let mut current = lock(&self.settings);
         let kept_cache = same_cache_settings(&current, &settings);
         let cache = kept_cache.then(|| old.cache().clone());
-        let resolver = build_resolver(&settings, self.clock.clone(), &self.metrics, cache)?;
+        let resolver = match build_resolver(&settings, self.clock.clone(), &self.metrics, cache) {
+            Ok(resolver) => resolver,
+            Err(e) => {
+                drop(current);
+                self.reload_failed(&e);
+                return Err(e);
+            }
+        };
         let report = ReloadReport {
             kept_cache,
             needs_restart: needs_restart(&current, &settings),
@@ -221,19 +214,34 @@ impl Service {
         drop(background);
         self.metrics.reload(true);
         *lock(&self.last_reload) = Some("ok".into());
+        info!(kept_cache, "configuration reloaded");
+        for key in &report.needs_restart {
+            warn!(
+                key,
+                "configuration change takes effect only after a restart"
+            );
+        }
         Ok(report)
     }
 
+    /// Counts and logs a refused reload.
+    fn reload_failed(&self, error: &dyn std::fmt::Display) {
+        self.metrics.reload(false);
+        *lock(&self.last_reload) = Some(format!("error: {error}"));
+        error!(error = %error, "configuration reload failed; keeping the old configuration");
+    }
+
     /// Whether dnsward can answer through an encrypted upstream now. Cheap under traffic (an
-    /// upstream answered within the last 10 s); otherwise one probe query (the root NS set)
-    /// goes through the router, bounded to 2.5 s, and any checked answer counts.
+    /// upstream answered within the last 10 s and has not failed since); otherwise one probe
+    /// query (the root NS set) goes through the router, bounded to 2.5 s, and any checked
+    /// answer counts. Router health flags alone are not trusted: they are reset to healthy
+    /// when every upstream fails at once (see the router's network-change logic).
     pub async fn health(&self) -> Health {
         let _one_at_a_time = self.health_probe.lock().await;
         let resolver = self.resolver();
         let router = resolver.router();
-        let any_healthy = router.status().iter().any(|s| s.healthy);
         let health = match router.last_success() {
-            Some(at) if any_healthy && at.elapsed() < HEALTH_FRESHNESS => Health {
+            Some(at) if at.elapsed() < HEALTH_FRESHNESS => Health {
                 healthy: true,
                 reason: format!(
                     "an upstream answered {:.1} s ago",
