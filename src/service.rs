@@ -73,7 +73,7 @@ pub struct Health {
 }
 
 /// An upstream answer at most this old proves the encrypted path works without probing.
-const HEALTH_FRESHNESS: Duration = Duration::from_secs(10);
+const HEALTH_FRESHNESS: Duration = Duration::from_secs(5);
 /// How long a health probe may take; keepalived's script timeout must be longer.
 const HEALTH_PROBE_TIMEOUT: Duration = Duration::from_millis(2500);
 /// How often the hosts file is checked for changes.
@@ -232,7 +232,7 @@ impl Service {
     }
 
     /// Whether dnsward can answer through an encrypted upstream now. Cheap under traffic (an
-    /// upstream answered within the last 10 s and has not failed since); otherwise one probe
+    /// upstream answered within the last 5 s and has not failed since); otherwise one probe
     /// query (the root NS set) goes through the router, bounded to 2.5 s, and any checked
     /// answer counts. Router health flags alone are not trusted: they are reset to healthy
     /// when every upstream fails at once (see the router's network-change logic).
