@@ -487,3 +487,33 @@ async fn a_reload_that_cannot_be_set_up_keeps_the_old_configuration() {
     }
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn hijack_findings_reach_the_metrics() {
+    if !parser_available() {
+        return;
+    }
+    let zone = Zone::new()
+        .record("test. 3600 IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60")
+        .records(
+            "lan.test. 300 IN A 192.168.1.20
+             sink.test. 300 IN A 146.112.61.104",
+        );
+    let upstream = FakeUpstream::dot(zone, Behavior::Answer).await;
+    let (proxy, control) = start_with(&[upstream.url()], |s| {
+        assert!(s.hijack.enabled, "hijack checks are on by default");
+    })
+    .await;
+    udp(proxy.addr, &query("lan.test", RecordType::A)).await;
+    udp(proxy.addr, &query("sink.test", RecordType::A)).await;
+    let m = scrape(control).await;
+    let findings =
+        |verdict: &str| m.count("dnsward_hijack_findings_total", &[("verdict", verdict)]);
+    assert_eq!(
+        findings("suspicious"),
+        1.0,
+        "a private address from a public upstream"
+    );
+    assert_eq!(findings("hijacked"), 1.0, "a known sinkhole address");
+    proxy.shutdown().await;
+}
