@@ -313,6 +313,8 @@ fn dnsward_config(name: &str) -> String {
          ca-files = [\"{ca}\"]\n\
          hosts-file = \"\"\n\
          records = ['whoami.test. 1 IN TXT \"{name}\"']\n\
+         [clients]\n\
+         allow = [\"198.18.0.0/24\"]\n\
          [control]\n\
          listen = \"127.0.0.1:8053\"\n",
         ca = root().join("certs/ca.pem").display()
