@@ -299,6 +299,22 @@ impl Cache {
     pub fn clear(&self) {
         self.entries.invalidate_all();
     }
+
+    /// Drops every entry for `name` (wire format, any case): all types, classes and DO/CD
+    /// variants. Returns how many entries went.
+    pub fn remove_name(&self, name: &[u8]) -> usize {
+        let name = name.to_ascii_lowercase();
+        let keys: Vec<_> = self
+            .entries
+            .iter()
+            .filter(|(key, _)| *key.name == *name)
+            .map(|(key, _)| key)
+            .collect();
+        for key in &keys {
+            self.entries.invalidate(key.as_ref());
+        }
+        keys.len()
+    }
 }
 
 #[cfg(test)]

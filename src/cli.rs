@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Overrides;
+use crate::logging::LogFormat;
 
 /// dnsward: plaintext DNS in, encrypted DNS (DoH / DoT) out, with caching and failover.
 #[derive(Debug, Parser)]
@@ -19,6 +20,9 @@ pub struct Cli {
     /// Configuration file (TOML).
     #[arg(short, long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// Log format (default: the file's log-format, else text).
+    #[arg(long, global = true, value_enum, env = "DNSWARD_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -39,6 +43,9 @@ pub enum Command {
     /// Compare the network's plaintext resolver with the trusted encrypted upstreams and
     /// report tampering. Exit status: 0 nothing hijacked, 3 hijacking found, 2 error.
     Audit(AuditArgs),
+    /// Ask a running dnsward whether it can answer through an encrypted upstream.
+    /// Exit status 0 healthy, 1 unhealthy, 2 no answer from it (for keepalived's vrrp_script).
+    Health(HealthArgs),
 }
 
 /// `dnsward audit`.
@@ -69,6 +76,17 @@ pub struct AuditArgs {
     /// Upstream selection (the trusted side).
     #[command(flatten)]
     pub upstream: UpstreamArgs,
+}
+
+/// `dnsward health`.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// The control endpoint (default: [control] listen from --config).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub control: Option<String>,
+    /// Give up after this many milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    pub timeout_ms: u64,
 }
 
 /// Flags that choose and trust upstreams.

@@ -14,7 +14,9 @@ use thiserror::Error;
 
 use crate::cache::{StalePolicy, TtlPolicy};
 use crate::clients::{ClientSettings, RateLimit, loopback_nets};
+use crate::control::{ControlSettings, RawControl};
 use crate::listener::tcp::TcpLimits;
+use crate::logging::LogFormat;
 use crate::resolver::ResolverOptions;
 use crate::router::{RouterOptions, Strategy};
 use crate::upstream::pin::parse_pin;
@@ -135,6 +137,10 @@ pub struct RawConfig {
     pub clients: Option<RawClients>,
     /// The user to switch to after binding the listening sockets, when started as root.
     pub user: Option<String>,
+    /// The control endpoint (health, metrics, stats, cache flush).
+    pub control: Option<RawControl>,
+    /// `text` or `json` (the command line and DNSWARD_LOG_FORMAT take precedence).
+    pub log_format: Option<LogFormat>,
 }
 
 /// `[clients]`.
@@ -333,6 +339,10 @@ pub struct Settings {
     pub clients: ClientSettings,
     /// User to switch to after binding, when started as root.
     pub user: Option<String>,
+    /// The control endpoint, when enabled.
+    pub control: Option<ControlSettings>,
+    /// Log format from the file.
+    pub log_format: LogFormat,
 }
 
 impl Settings {
@@ -598,6 +608,8 @@ impl Settings {
             audit: crate::hijack::config::AuditSettings::from_raw(raw.audit)?,
             clients,
             user,
+            control: crate::control::settings(raw.control)?,
+            log_format: raw.log_format.unwrap_or_default(),
         })
     }
 

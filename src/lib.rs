@@ -10,6 +10,10 @@
 //! [`config::Settings`]; [`cli`] and `main.rs` are the command-line front end; [`dns`] holds
 //! the wire-format helpers everything else shares. [`run`] takes its sockets and a shutdown
 //! future as arguments, so tests bind port 0 and run the real proxy in-process.
+//!
+//! The listeners hand queries to a [`service::Service`], which holds the resolver in force
+//! (swapped whole when SIGHUP reloads the configuration) and the process-wide [`metrics`];
+//! the optional [`control`] endpoint serves health, metrics, stats and cache flushes from it.
 
 pub mod cache;
 pub mod captive;
@@ -17,15 +21,19 @@ pub mod cli;
 pub mod clients;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod dig;
 pub mod dns;
 pub mod hijack;
 pub mod listener;
 pub mod local;
+pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod privilege;
 pub mod resolver;
 pub mod router;
+pub mod service;
 pub mod split;
 pub mod upstream;
 
@@ -34,18 +42,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use cache::Cache;
 use captive::CaptivePortal;
 use clock::Clock;
 use config::Settings;
-use hijack::inspect::Inspector;
 use listener::Sockets;
 use local::{LocalAnswers, LocalConfig, LocalError};
+use metrics::Metrics;
 use resolver::{LocalParts, Resolver};
 use router::Router;
+use service::Service;
 use upstream::Upstream;
 use upstream::bootstrap::Bootstrap;
 use upstream::plain::PlainClient;
@@ -96,15 +105,7 @@ pub fn build_upstreams(settings: &Settings) -> Result<Vec<Upstream>, SetupError>
 
 /// Builds the query pipeline for `settings`, measuring cache age with `clock`.
 pub fn build_resolver(settings: &Settings, clock: Clock) -> Result<Arc<Resolver>, SetupError> {
-    let router = Arc::new(build_router(settings)?);
-    let cache = Cache::with_stale(settings.cache_size, settings.ttl, settings.stale);
-    let local = build_local(settings)?;
-    let mut resolver = Resolver::new(cache, router, local, clock, settings.resolver);
-    if settings.hijack.enabled {
-        let tls = TlsConfigs::new(&settings.ca_files)?;
-        resolver = resolver.with_inspector(Arc::new(Inspector::new(&settings.hijack, tls.dot)));
-    }
-    Ok(Arc::new(resolver))
+    service::build_resolver(settings, clock, &Arc::new(Metrics::new()), None)
 }
 
 /// How long a plain (split-DNS or captive-portal) resolver may take to answer.
@@ -147,6 +148,25 @@ pub async fn serve(
     sockets: Sockets,
     shutdown: impl Future<Output = ()>,
 ) {
+    let service = Service::new(
+        resolver,
+        settings.clone(),
+        Arc::new(Metrics::new()),
+        Clock::System,
+    );
+    serve_service(service, sockets, None, shutdown).await;
+}
+
+/// Serves `sockets`, and the control endpoint on `control` if given, with `service` until
+/// `shutdown` completes.
+pub async fn serve_service(
+    service: Arc<Service>,
+    sockets: Sockets,
+    control: Option<TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let settings = &service.settings();
+    let resolver = service.clone();
     let token = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     for addr in sockets.local_addrs() {
@@ -171,35 +191,17 @@ pub async fn serve(
             token.clone(),
         ));
     }
-    tasks.spawn(
-        resolver
-            .router()
-            .clone()
-            .probe_unhealthy(token.clone().cancelled_owned()),
-    );
-    tasks.spawn(reload_hosts(resolver.local().clone(), token.clone()));
+    if let Some(listener) = control {
+        if let Ok(addr) = listener.local_addr() {
+            info!(%addr, "control endpoint listening (HTTP)");
+        }
+        tasks.spawn(control::serve(listener, service.clone(), token.clone()));
+    }
+    service.start_background(&token);
     shutdown.await;
     info!("shutting down");
     token.cancel();
     while tasks.join_next().await.is_some() {}
-}
-
-/// How often the hosts file is checked for changes.
-const HOSTS_CHECK_INTERVAL: Duration = Duration::from_secs(2);
-
-/// Re-reads the hosts file when it changes, until `shutdown`.
-async fn reload_hosts(local: Arc<LocalAnswers>, shutdown: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(HOSTS_CHECK_INTERVAL) => {}
-        }
-        let local = local.clone();
-        // A stat (and a read when it changed): blocking file I/O off the async workers.
-        if let Ok(true) = tokio::task::spawn_blocking(move || local.reload_if_changed()).await {
-            info!("hosts file changed; reloaded");
-        }
-    }
 }
 
 /// Runs the proxy on `sockets` until `shutdown` completes.
@@ -208,7 +210,7 @@ pub async fn run(
     sockets: Sockets,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), SetupError> {
-    let resolver = build_resolver(&settings, Clock::System)?;
-    serve(resolver, &settings, sockets, shutdown).await;
+    let service = Service::build(settings, Clock::System)?;
+    serve_service(service, sockets, None, shutdown).await;
     Ok(())
 }

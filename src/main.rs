@@ -3,28 +3,39 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::str::FromStr;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use hickory_proto::rr::RecordType;
-use tracing_subscriber::EnvFilter;
 
-use dnsward::cli::{AuditArgs, Cli, Command, QueryArgs, RunArgs};
-use dnsward::config::{Overrides, Settings};
+use dnsward::cli::{AuditArgs, Cli, Command, HealthArgs, QueryArgs, RunArgs};
+use dnsward::clock::Clock;
+use dnsward::config::{Overrides, RawConfig, Settings, parse_addr};
+use dnsward::control::client::{self, HealthAnswer};
 use dnsward::listener::Sockets;
+use dnsward::logging::{self, LogFormat};
+use dnsward::service::{ConfigSource, Service};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "warn",
-        // `query` and `audit` report failures themselves; their logs are only for -v.
-        (false, 0) if matches!(cli.command, Command::Query(_) | Command::Audit(_)) => "error",
+        // `query`, `audit` and `health` report what matters themselves; their logs are only for -v.
+        (false, 0)
+            if matches!(
+                cli.command,
+                Command::Query(_) | Command::Audit(_) | Command::Health(_)
+            ) =>
+        {
+            "error"
+        }
         (false, 0) => "info",
         (false, 1) => "dnsward=debug,info",
         (false, _) => "dnsward=trace,debug",
     };
-    init_tracing(level);
+    logging::init(level, log_format(&cli));
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -34,13 +45,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(default: &str) {
-    let filter = EnvFilter::try_from_env("DNSWARD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+/// `--log-format` / DNSWARD_LOG_FORMAT, else the file's `log-format`, else text. A file that
+/// cannot be read is reported later, by the command that loads it.
+fn log_format(cli: &Cli) -> LogFormat {
+    cli.log_format
+        .or_else(|| {
+            let path = cli.config.as_deref()?;
+            RawConfig::load(path).ok()?.log_format
+        })
+        .unwrap_or_default()
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -67,6 +80,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => runtime()?.block_on(proxy(cli.config, args)),
         Command::Query(args) => runtime()?.block_on(query(cli.config, args)),
         Command::Audit(args) => runtime()?.block_on(audit(cli.config, args)),
+        Command::Health(args) => runtime()?.block_on(health(cli.config, args)),
     }
 }
 
@@ -80,19 +94,76 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 async fn proxy(config: Option<std::path::PathBuf>, args: RunArgs) -> Result<ExitCode> {
     let mut overrides = args.upstream.overrides(args.listen);
     overrides.user = args.user;
-    let settings = Settings::load(config.as_deref(), overrides)?;
+    let source = ConfigSource {
+        path: config,
+        overrides,
+    };
+    let settings = source.load()?;
+    // Watched before anything listens, so a SIGHUP never meets the default action (exit).
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot watch SIGHUP")?;
     let sockets = bind(&settings).await?;
-    let resolver = dnsward::build_resolver(&settings, dnsward::clock::Clock::System)?;
+    let control = match &settings.control {
+        Some(c) => Some(
+            tokio::net::TcpListener::bind(c.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} (control.listen)", c.listen))?,
+        ),
+        None => None,
+    };
+    let user = settings.user.clone();
+    let service = Service::build(settings, Clock::System)?;
     // Sockets bound and files read: root is no longer needed.
-    dnsward::privilege::drop_privileges(settings.user.as_deref())?;
+    dnsward::privilege::drop_privileges(user.as_deref())?;
     let signal = shutdown_signal()?;
     dnsward::notify::ready();
     let shutdown = async {
         signal.await;
         dnsward::notify::stopping();
     };
-    dnsward::serve(resolver, &settings, sockets, shutdown).await;
+    tokio::spawn(reload_on_sighup(hangups, service.clone(), source));
+    dnsward::serve_service(service, sockets, control, shutdown).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reads the configuration again on every SIGHUP; a bad one is logged and the old one kept.
+async fn reload_on_sighup(
+    mut hangups: tokio::signal::unix::Signal,
+    service: Arc<Service>,
+    source: ConfigSource,
+) {
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the configuration");
+        let service = service.clone();
+        let source = source.clone();
+        // Reading files (configuration, CA certificates, hosts) blocks.
+        let _ = tokio::task::spawn_blocking(move || service.reload_from(&source)).await;
+    }
+}
+
+/// `dnsward health`: one line, exit 0 healthy, 1 unhealthy, 2 (an error) no answer.
+async fn health(config: Option<std::path::PathBuf>, args: HealthArgs) -> Result<ExitCode> {
+    let addr = match &args.control {
+        Some(s) => parse_addr(s, 8053).map_err(|m| anyhow::anyhow!("--control: {m}"))?,
+        None => {
+            let settings = Settings::load(config.as_deref(), Overrides::default())?;
+            settings
+                .control
+                .context("no control endpoint: pass --control ADDR:PORT or set [control] listen in the file given with -c")?
+                .listen
+        }
+    };
+    let addr = client::connect_addr(addr);
+    match client::check(addr, Duration::from_millis(args.timeout_ms)).await? {
+        HealthAnswer::Healthy => {
+            println!("healthy");
+            Ok(ExitCode::SUCCESS)
+        }
+        HealthAnswer::Unhealthy(reason) => {
+            println!("unhealthy: {reason}");
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 /// Binds every listen address; with the built-in defaults, a missing IPv6 loopback is only a warning.

@@ -30,6 +30,7 @@ use crate::clock::Clock;
 use crate::dns::{self, Answer, ClientQuery, Rcode, Rejected};
 use crate::hijack::inspect::Inspector;
 use crate::local::{self, LocalAnswers};
+use crate::metrics::Metrics;
 use crate::router::{RouteError, Router};
 use crate::split::SplitDns;
 use crate::upstream::plain::PlainClient;
@@ -85,6 +86,8 @@ pub struct Resolver {
     captive: Option<CaptivePortal>,
     /// Hijack checks on upstream answers, when enabled.
     inspector: Option<Arc<Inspector>>,
+    /// Cache hit/miss/stale counters.
+    metrics: Arc<Metrics>,
 }
 
 /// Where a query goes when the cache cannot answer it.
@@ -126,12 +129,19 @@ impl Resolver {
             split: local.split,
             captive: local.captive,
             inspector: None,
+            metrics: Arc::new(Metrics::new()),
         }
     }
 
     /// Runs `inspector`'s hijack checks on every answer from the encrypted upstreams.
     pub fn with_inspector(mut self, inspector: Arc<Inspector>) -> Resolver {
         self.inspector = Some(inspector);
+        self
+    }
+
+    /// The same resolver, counting into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Resolver {
+        self.metrics = metrics;
         self
     }
 
@@ -189,7 +199,13 @@ impl Resolver {
         };
         let key = Key::of(&query);
         let now = self.clock.now();
-        let stale = match self.cache.lookup(&key, now) {
+        let lookup = self.cache.lookup(&key, now);
+        match &lookup {
+            Lookup::Fresh(_) => self.metrics.cache_hit(),
+            Lookup::Stale(_) => self.metrics.cache_stale(),
+            Lookup::Miss => self.metrics.cache_miss(),
+        }
+        let stale = match lookup {
             Lookup::Fresh(entry) => {
                 if self.options.prefetch && entry.hit_wants_prefetch(now) {
                     self.prefetch(key, &query, via);
@@ -223,6 +239,7 @@ impl Resolver {
             // exactly when RFC 8767 says a stale answer serves the client better.
             (Ok(entry), Some(stale)) if entry.answer.rcode() == Rcode::ServFail as u8 => {
                 info!(name = %query.name_string(), qtype = query.question.qtype, "upstream SERVFAIL; serving stale answer");
+                self.metrics.stale_answer();
                 Some(self.cache.render_stale(&stale, &query, udp_limit))
             }
             (Ok(entry), _) => Some(
@@ -231,6 +248,7 @@ impl Resolver {
             ),
             (Err(error), Some(entry)) => {
                 info!(name = %query.name_string(), qtype = query.question.qtype, %error, "serving stale answer");
+                self.metrics.stale_answer();
                 Some(self.cache.render_stale(&entry, &query, udp_limit))
             }
             (Err(error), None) => {

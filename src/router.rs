@@ -18,6 +18,7 @@ use tokio::time::{Instant, sleep, sleep_until};
 use tracing::{debug, info, warn};
 
 use crate::dns::new_query;
+use crate::metrics::Metrics;
 use crate::upstream::{Upstream, UpstreamError};
 
 /// How upstreams are ordered for each query.
@@ -90,6 +91,8 @@ struct Health {
     next_probe: Instant,
     /// When it last failed.
     last_failure: Option<Instant>,
+    /// When it last answered (a query or a probe).
+    last_success: Option<Instant>,
 }
 
 /// An upstream and its health.
@@ -119,6 +122,8 @@ pub struct Router {
     options: RouterOptions,
     /// When every upstream last failed at once and the router started over.
     last_network_change: Mutex<Option<Instant>>,
+    /// Latency, failure and failover counters.
+    metrics: Arc<Metrics>,
 }
 
 /// Every upstream failing within this window looks like our own network changing.
@@ -173,6 +178,7 @@ impl Router {
                     failures: 0,
                     next_probe: now,
                     last_failure: None,
+                    last_success: None,
                 }),
             })
             .collect();
@@ -180,7 +186,27 @@ impl Router {
             slots,
             options,
             last_network_change: Mutex::new(None),
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// The same router, counting into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Router {
+        self.metrics = metrics;
+        self
+    }
+
+    /// When an upstream last answered (a query or a probe), counting only upstreams that have
+    /// not failed since: evidence that the encrypted path works now. `None` if there is none.
+    pub fn last_success(&self) -> Option<Instant> {
+        self.slots
+            .iter()
+            .filter_map(|s| {
+                let h = s.health();
+                h.last_success
+                    .filter(|ok| h.last_failure.is_none_or(|failed| failed < *ok))
+            })
+            .max()
     }
 
     /// The policy in force.
@@ -240,6 +266,9 @@ impl Router {
                     match result {
                         Ok(answer) => {
                             self.succeeded(index, sent.elapsed());
+                            if index != order[0] {
+                                self.metrics.failover();
+                            }
                             break Ok((answer, index));
                         }
                         Err(error) => {
@@ -262,6 +291,7 @@ impl Router {
                 // The newest attempt is slow: ask the next upstream too (hedging).
                 _ = sleep_until(hedge_at), if next < order.len() => {
                     debug!(upstream = %self.slots[order[next - 1]].upstream.spec(), "slow upstream; hedging");
+                    self.metrics.hedge();
                     pending.push(attempt(order[next]));
                     started.push((order[next], Instant::now()));
                     next += 1;
@@ -314,9 +344,12 @@ impl Router {
 
     fn succeeded(&self, index: usize, rtt: Duration) {
         let slot = &self.slots[index];
+        self.metrics
+            .upstream_answered(&slot.upstream.spec().url, rtt);
         let mut h = slot.health.lock().unwrap_or_else(|e| e.into_inner());
         let sample = rtt.as_micros() as f64;
         let now = Instant::now();
+        h.last_success = Some(now);
         h.srtt_us = Some(match h.effective_srtt(now) {
             Some(s) => s + SRTT_GAIN * (sample - s),
             None => sample,
@@ -331,6 +364,8 @@ impl Router {
 
     fn failed(&self, index: usize, error: &UpstreamError) {
         let slot = &self.slots[index];
+        self.metrics
+            .upstream_failed(&slot.upstream.spec().url, error);
         if !error.counts_against_health() {
             debug!(upstream = %slot.upstream.spec(), %error, "upstream could not help");
             return;
@@ -379,6 +414,7 @@ impl Router {
         *last = Some(now);
         drop(last);
         info!("every upstream failed at once; assuming the network changed: reconnecting all");
+        self.metrics.network_change();
         for slot in &self.slots {
             slot.upstream.reset();
             let mut h = slot.health.lock().unwrap_or_else(|e| e.into_inner());

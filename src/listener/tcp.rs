@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::clients::{self, Admission, ClientPolicy};
-use crate::resolver::{Resolver, Transport};
+use crate::resolver::Transport;
+use crate::service::Service;
 
 /// Limits that keep TCP clients from exhausting the proxy.
 #[derive(Debug, Clone, Copy)]
@@ -41,7 +42,7 @@ impl Default for TcpLimits {
 /// outside the access list are answered REFUSED (see [`crate::clients`]).
 pub async fn serve(
     listener: TcpListener,
-    resolver: Arc<Resolver>,
+    resolver: Arc<Service>,
     limits: TcpLimits,
     clients: Arc<ClientPolicy>,
     shutdown: CancellationToken,
@@ -84,7 +85,7 @@ pub async fn serve(
 /// query is answered REFUSED.
 async fn connection(
     stream: TcpStream,
-    resolver: Option<Arc<Resolver>>,
+    resolver: Option<Arc<Service>>,
     limits: TcpLimits,
     shutdown: CancellationToken,
 ) {

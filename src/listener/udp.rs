@@ -9,7 +9,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::clients::{self, Admission, ClientPolicy};
-use crate::resolver::{Resolver, Transport};
+use crate::resolver::Transport;
+use crate::service::Service;
 
 /// Largest datagram read; bigger ones are cut by the kernel and then fail to parse.
 const MAX_DATAGRAM: usize = 65_535;
@@ -21,7 +22,7 @@ const MAX_DATAGRAM: usize = 65_535;
 /// reply): see [`crate::clients`].
 pub async fn serve(
     socket: UdpSocket,
-    resolver: Arc<Resolver>,
+    resolver: Arc<Service>,
     max_in_flight: usize,
     clients: Arc<ClientPolicy>,
     shutdown: CancellationToken,

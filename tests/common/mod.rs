@@ -3,9 +3,11 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod client;
+pub mod control;
 pub mod fake_upstream;
 pub mod mmdb;
 pub mod plain;
+pub mod prom;
 pub mod proxy;
 pub mod relay;
 pub mod scenario;
@@ -15,8 +17,10 @@ pub mod tls;
 pub mod zone;
 
 pub use client::*;
+pub use control::*;
 pub use fake_upstream::*;
 pub use plain::*;
+pub use prom::*;
 pub use proxy::*;
 pub use relay::*;
 pub use scripted::*;

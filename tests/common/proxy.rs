@@ -5,8 +5,12 @@ use std::sync::Arc;
 
 use dnsward::clock::Clock;
 use dnsward::config::{Overrides, RawConfig, Settings};
+use dnsward::control::ControlSettings;
 use dnsward::listener::Sockets;
+use dnsward::metrics::Metrics;
 use dnsward::resolver::Resolver;
+use dnsward::service::{self, Service};
+use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -18,10 +22,14 @@ pub struct Proxy {
     pub addr: SocketAddr,
     /// Its cache clock, frozen until advanced.
     pub clock: Clock,
-    /// The pipeline, for inspecting router health.
+    /// The pipeline it started with, for inspecting router health.
     pub resolver: Arc<Resolver>,
     /// The settings it runs with.
     pub settings: Settings,
+    /// What the listeners call: the resolver in force (reloadable) and the metrics.
+    pub service: Arc<Service>,
+    /// The control endpoint, if the settings enable it (see [`with_control`]).
+    pub control: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -76,17 +84,26 @@ pub async fn start_proxy_with(upstreams: &[String], tweak: impl FnOnce(&mut Sett
     let mut settings = test_settings(upstreams);
     tweak(&mut settings);
     let clock = Clock::manual();
-    let resolver = dnsward::build_resolver(&settings, clock.clone()).expect("resolver builds");
+    let metrics = Arc::new(Metrics::new());
+    let resolver =
+        service::build_resolver(&settings, clock.clone(), &metrics, None).expect("resolver builds");
+    let service = Service::new(resolver.clone(), settings.clone(), metrics, clock.clone());
     let sockets = Sockets::bind(&settings.listen)
         .await
         .expect("bind 127.0.0.1:0");
     let addr = sockets.local_addrs()[0];
+    let control_listener = match &settings.control {
+        Some(c) => Some(TcpListener::bind(c.listen).await.expect("bind control")),
+        None => None,
+    };
+    let control = control_listener
+        .as_ref()
+        .map(|l| l.local_addr().expect("control address"));
     let (stop, stopped) = oneshot::channel::<()>();
     let task = {
-        let resolver = resolver.clone();
-        let settings = settings.clone();
+        let service = service.clone();
         tokio::spawn(async move {
-            dnsward::serve(resolver, &settings, sockets, async {
+            dnsward::serve_service(service, sockets, control_listener, async {
                 let _ = stopped.await;
             })
             .await;
@@ -97,7 +114,16 @@ pub async fn start_proxy_with(upstreams: &[String], tweak: impl FnOnce(&mut Sett
         clock,
         resolver,
         settings,
+        service,
+        control,
         stop: Some(stop),
         task: Some(task),
     }
+}
+
+/// Turns the control endpoint on, on a free loopback port.
+pub fn with_control(settings: &mut Settings) {
+    settings.control = Some(ControlSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+    });
 }
