@@ -261,6 +261,12 @@ fn log_lines(file_extra: &str, args: &[&str], env: Option<(&str, &str)>) -> Vec<
     }
     let daemon = Daemon::spawn(cmd, &dir.join("out.log"));
     wait_for_tcp(addr, Duration::from_secs(10));
+    // The socket accepts before the "listening" line is written: wait (bounded) for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !daemon.log().contains("listening (UDP and TCP)") && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let log = daemon.log();
     assert!(daemon.terminate());
     log.lines().map(String::from).collect()
