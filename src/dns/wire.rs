@@ -220,7 +220,11 @@ pub fn parse(wire: &[u8]) -> Result<Parsed, WireError> {
     let mut pos = HEADER_LEN;
     let mut question = None;
     for _ in 0..qdcount {
-        let q = read_question(wire, pos)?;
+        let fields = Fields {
+            question: question.as_ref(),
+            records: &[],
+        };
+        let q = read_question(wire, pos, &fields)?;
         pos = q.end;
         if question.is_none() {
             question = Some(q);
@@ -240,7 +244,11 @@ pub fn parse(wire: &[u8]) -> Result<Parsed, WireError> {
     let mut opt = None;
     for (section, count) in counts {
         for _ in 0..count {
-            let record = read_record(wire, pos, section)?;
+            let fields = Fields {
+                question: question.as_ref(),
+                records: &records,
+            };
+            let record = read_record(wire, pos, section, &fields)?;
             pos = record.end;
             if record.rtype == TYPE_OPT {
                 if opt.is_some() {
@@ -265,8 +273,8 @@ pub fn parse(wire: &[u8]) -> Result<Parsed, WireError> {
     })
 }
 
-fn read_question(wire: &[u8], start: usize) -> Result<Question, WireError> {
-    let name_end = skip_name(wire, start, start == HEADER_LEN)?;
+fn read_question(wire: &[u8], start: usize, fields: &Fields) -> Result<Question, WireError> {
+    let name_end = read_name(wire, start, start == HEADER_LEN, fields)?;
     let fixed = wire
         .get(name_end..name_end + 4)
         .ok_or(WireError::Truncated("a question"))?;
@@ -278,8 +286,13 @@ fn read_question(wire: &[u8], start: usize) -> Result<Question, WireError> {
     })
 }
 
-fn read_record(wire: &[u8], start: usize, section: Section) -> Result<Record, WireError> {
-    let name_end = skip_name(wire, start, false)?;
+fn read_record(
+    wire: &[u8],
+    start: usize,
+    section: Section,
+    fields: &Fields,
+) -> Result<Record, WireError> {
+    let name_end = read_name(wire, start, false, fields)?;
     let fixed = wire
         .get(name_end..name_end + 10)
         .ok_or(WireError::Truncated("a record header"))?;
@@ -304,19 +317,70 @@ fn read_record(wire: &[u8], start: usize, section: Section) -> Result<Record, Wi
 /// per label (127); the cap keeps a crafted chain of pointers from costing unbounded work.
 const MAX_POINTER_HOPS: usize = 128;
 
+/// The fixed-size fields read so far: the header, the question's type and class, and each
+/// record's type, class, TTL and length. No real name lies in them, and a proxy rewrites some
+/// of them (the ID and flags, every TTL) when it passes a message on, so a compression
+/// pointer leading into one is refused: the name it spells would change under the rewrite
+/// and the message sent on would no longer parse (found by fuzzing, `fuzz/`).
+struct Fields<'a> {
+    /// The first question, whose last four bytes are its type and class.
+    question: Option<&'a Question>,
+    /// Records read so far, in message order.
+    records: &'a [Record],
+}
+
+impl Fields<'_> {
+    /// True if the bytes `at` overlap one of the fixed fields.
+    fn overlap(&self, at: Range<usize>) -> bool {
+        let overlaps = |field: Range<usize>| field.start < at.end && at.start < field.end;
+        if at.start < HEADER_LEN || self.question.is_some_and(|q| overlaps(q.end - 4..q.end)) {
+            return true;
+        }
+        // A record's fixed part is the 10 bytes from its TYPE, 4 before its TTL.
+        let fixed = |r: &Record| r.ttl_offset - 4..r.ttl_offset + 6;
+        let next = self.records.partition_point(|r| fixed(r).end <= at.start);
+        self.records.get(next).is_some_and(|r| overlaps(fixed(r)))
+    }
+}
+
 /// Skips a (possibly compressed) name starting at `start`; returns the offset after it.
 ///
-/// Pointers must point strictly before the pointer itself, which rules out loops; the
-/// expanded name must fit in 255 octets and follow at most [`MAX_POINTER_HOPS`] pointers.
-/// With `uncompressed`, any pointer is an error (the first question name has nothing before
-/// it to point to).
+/// Pointers must point strictly before the pointer itself, which rules out loops, and never
+/// into the header; the expanded name must fit in 255 octets and follow at most
+/// [`MAX_POINTER_HOPS`] pointers. With `uncompressed`, any pointer is an error (the first
+/// question name has nothing before it to point to).
 pub fn skip_name(wire: &[u8], start: usize, uncompressed: bool) -> Result<usize, WireError> {
+    let fields = Fields {
+        question: None,
+        records: &[],
+    };
+    read_name(wire, start, uncompressed, &fields)
+}
+
+/// [`skip_name`], also refusing pointers that lead into the `fields` read so far.
+fn read_name(
+    wire: &[u8],
+    start: usize,
+    uncompressed: bool,
+    fields: &Fields,
+) -> Result<usize, WireError> {
     let mut hops = 0;
     let mut pos = start;
     let mut end = None; // offset after the name at its original position
     let mut length = 1usize; // the root label
     loop {
         let len = *wire.get(pos).ok_or(WireError::Truncated("a name"))?;
+        if end.is_some() {
+            // Reached through a pointer: the label (or pointer) must not sit in a fixed field.
+            let size = if len & 0xc0 == 0xc0 {
+                2
+            } else {
+                1 + usize::from(len & 0x3f)
+            };
+            if fields.overlap(pos..pos + size) {
+                return Err(WireError::BadPointer);
+            }
+        }
         match len & 0xc0 {
             0x00 => {
                 if len == 0 {
@@ -447,6 +511,51 @@ mod tests {
         wire.extend([0xc0, at as u8]); // points at itself
         wire.extend([0; 10]);
         assert_eq!(parse(&wire).unwrap_err(), WireError::BadPointer);
+    }
+
+    /// Found by fuzzing (`fuzz/`, target `answer`): a record owner pointing into the header
+    /// spelled a name out of the ID and flags, so the answer stopped parsing once dnsward
+    /// wrote the client's ID into it.
+    #[test]
+    fn pointers_into_the_header_are_refused() {
+        let mut wire = query("a.test", TYPE_A);
+        wire[2] = 0x81;
+        wire[3] = 0x00;
+        wire[0] = 0x00;
+        wire[1] = 0x01; // at offset 1: a one-octet label 0x81, then 0x00 ends the name
+        wire[7] = 1;
+        wire.extend([0xc0, 1]);
+        wire.extend([0, 1, 0, 1, 0, 0, 0, 60, 0, 0]);
+        assert_eq!(parse(&wire).unwrap_err(), WireError::BadPointer);
+        assert_eq!(
+            skip_name(&wire, wire.len() - 12, false),
+            Err(WireError::BadPointer)
+        );
+    }
+
+    /// As above, for the TTL field of an earlier record, which dnsward rewrites too.
+    #[test]
+    fn pointers_into_fixed_record_fields_are_refused() {
+        let mut wire = query("a.test", TYPE_A);
+        wire[7] = 2;
+        let first = wire.len();
+        // A record with TTL 256: from the TTL's third byte, 01 00 is a one-octet label and
+        // the RDLENGTH's first byte (00) ends the name, so a pointer there spells a name.
+        wire.extend([0xc0, 12, 0, 1, 0, 1, 0, 0, 1, 0, 0, 0]);
+        let ttl_third_byte = first + 2 + 4 + 2;
+        assert_eq!(wire[ttl_third_byte], 1);
+        let mut ok = wire.clone();
+        ok[7] = 1;
+        assert!(parse(&ok).is_ok());
+        wire.extend([0xc0, ttl_third_byte as u8]);
+        wire.extend([0, 1, 0, 1, 0, 0, 0, 60, 0, 0]);
+        assert_eq!(parse(&wire).unwrap_err(), WireError::BadPointer);
+        // The same name written out in full is fine.
+        let at = wire.len() - 12;
+        wire.truncate(at);
+        wire.extend([1, 0, 0]);
+        wire.extend([0, 1, 0, 1, 0, 0, 0, 60, 0, 0]);
+        assert!(parse(&wire).is_ok());
     }
 
     #[test]

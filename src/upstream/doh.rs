@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_TYPE};
-use http::{Request, StatusCode, Uri};
+use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Body;
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ClientConfig;
@@ -103,25 +104,7 @@ impl DohClient {
             .body(Full::new(body))
             .expect("static request parts are valid");
         let response = sender.send_request(request).await?;
-        if response.status() != StatusCode::OK {
-            return Err(UpstreamError::HttpStatus(response.status().as_u16()));
-        }
-        let content_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if !content_type.eq_ignore_ascii_case(DNS_MESSAGE) {
-            return Err(UpstreamError::ContentType(content_type.to_string()));
-        }
-        let body = Limited::new(response.into_body(), MAX_ANSWER)
-            .collect()
-            .await
-            .map_err(|e| match e.downcast::<hyper::Error>() {
-                Ok(e) => UpstreamError::Http(*e),
-                Err(_) => UpstreamError::TooLarge,
-            })?;
-        Ok(body.to_bytes())
+        read_response(response).await
     }
 
     /// Drops the connection and any looked-up addresses (after a network change).
@@ -180,4 +163,57 @@ async fn connect(
         }
     });
     Ok(sender)
+}
+
+/// The DNS message in a DoH response: status 200, type `application/dns-message`, and a body
+/// of at most 65535 bytes. Whether it answers the question is checked later, by the caller.
+pub async fn read_response<B>(response: Response<B>) -> Result<Bytes, UpstreamError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if response.status() != StatusCode::OK {
+        return Err(UpstreamError::HttpStatus(response.status().as_u16()));
+    }
+    let content_type = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.eq_ignore_ascii_case(DNS_MESSAGE) {
+        return Err(UpstreamError::ContentType(content_type.to_string()));
+    }
+    let body = Limited::new(response.into_body(), MAX_ANSWER)
+        .collect()
+        .await
+        .map_err(|e| match e.downcast::<hyper::Error>() {
+            Ok(e) => UpstreamError::Http(*e),
+            Err(_) => UpstreamError::TooLarge,
+        })?;
+    Ok(body.to_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, content_type: &str, body: Vec<u8>) -> Response<Full<Bytes>> {
+        Response::builder()
+            .status(status)
+            .header(CONTENT_TYPE, content_type)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn only_a_200_dns_message_of_at_most_65535_bytes_is_read() {
+        let ok = read_response(response(200, "Application/DNS-Message", vec![1; 12])).await;
+        assert_eq!(ok.unwrap().len(), 12);
+        let status = read_response(response(502, DNS_MESSAGE, vec![1; 12])).await;
+        assert!(matches!(status, Err(UpstreamError::HttpStatus(502))));
+        let html = read_response(response(200, "text/html", vec![1; 12])).await;
+        assert!(matches!(html, Err(UpstreamError::ContentType(t)) if t == "text/html"));
+        let big = read_response(response(200, DNS_MESSAGE, vec![0; MAX_ANSWER + 1])).await;
+        assert!(matches!(big, Err(UpstreamError::TooLarge)));
+    }
 }

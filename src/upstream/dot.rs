@@ -12,11 +12,9 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Duration, Instant};
-use tokio_rustls::client::TlsStream;
 use tracing::debug;
 
 use super::bootstrap::Endpoint;
@@ -191,6 +189,26 @@ impl DotClient {
     }
 }
 
+/// The pipelined connection DoT runs inside TLS, over any byte stream: two-byte length
+/// prefixes, connection-unique IDs, answers matched by ID in any order. [`DotClient`] is what
+/// dnsward uses; this is for driving the framing over an in-memory pipe (tests, fuzzing).
+pub struct Pipeline(Arc<Connection>);
+
+impl Pipeline {
+    /// Starts the reader and writer tasks on `stream` (a tokio runtime must be running).
+    pub fn over<S>(stream: S, idle: Duration) -> Pipeline
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        Pipeline(spawn_connection(stream, idle))
+    }
+
+    /// Sends `query` (its ID is replaced) and waits for the answer with the same ID.
+    pub async fn exchange(&self, query: &[u8]) -> Result<Bytes, UpstreamError> {
+        send(&self.0, query).await
+    }
+}
+
 /// Sends `query` on `conn` under a connection-unique ID and waits for its answer.
 async fn send(conn: &Connection, query: &[u8]) -> Result<Bytes, UpstreamError> {
     if query.len() < 2 || query.len() > usize::from(u16::MAX) {
@@ -217,7 +235,10 @@ async fn send(conn: &Connection, query: &[u8]) -> Result<Bytes, UpstreamError> {
     Ok(answer)
 }
 
-fn spawn_connection(stream: TlsStream<TcpStream>, idle: Duration) -> Arc<Connection> {
+fn spawn_connection<S>(stream: S, idle: Duration) -> Arc<Connection>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
     let (reader, writer) = tokio::io::split(stream);
     let (frames, queue) = mpsc::channel(256);
     let conn = Arc::new(Connection {
@@ -237,8 +258,8 @@ fn spawn_connection(stream: TlsStream<TcpStream>, idle: Duration) -> Arc<Connect
 /// Writes frames until the connection closes or stays idle (nothing sent, nothing waiting)
 /// for `idle`; then shuts the connection down (RFC 7766 §6.2.2 asks clients to close idle
 /// connections rather than leave it to the server).
-async fn write_queries(
-    mut writer: WriteHalf<TlsStream<TcpStream>>,
+async fn write_queries<S: AsyncWrite>(
+    mut writer: WriteHalf<S>,
     mut queue: mpsc::Receiver<Vec<u8>>,
     conn: Arc<Connection>,
     idle: Duration,
@@ -281,7 +302,7 @@ async fn write_queries(
 }
 
 /// Reads length-prefixed answers and hands each to the query waiting for its ID.
-async fn read_answers(mut reader: ReadHalf<TlsStream<TcpStream>>, conn: Arc<Connection>) {
+async fn read_answers<S: AsyncRead>(mut reader: ReadHalf<S>, conn: Arc<Connection>) {
     loop {
         let mut len = [0u8; 2];
         if let Err(e) = reader.read_exact(&mut len).await {
@@ -314,4 +335,68 @@ async fn read_answers(mut reader: ReadHalf<TlsStream<TcpStream>>, conn: Arc<Conn
         }
     }
     conn.close();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::new_query;
+    use tokio::io::{DuplexStream, duplex};
+
+    /// Reads one length-prefixed frame from the server side of the pipe.
+    async fn read_frame(server: &mut DuplexStream) -> Vec<u8> {
+        let mut len = [0u8; 2];
+        server.read_exact(&mut len).await.unwrap();
+        let mut frame = vec![0; u16::from_be_bytes(len) as usize];
+        server.read_exact(&mut frame).await.unwrap();
+        frame
+    }
+
+    fn framed(message: &[u8]) -> Vec<u8> {
+        let mut out = (message.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(message);
+        out
+    }
+
+    #[tokio::test]
+    async fn answers_are_matched_by_id_in_any_order_and_junk_is_skipped() {
+        let (client, mut server) = duplex(1 << 16);
+        let pipeline = Pipeline::over(client, Duration::from_secs(30));
+        let a = new_query("a.test", 1, false).unwrap();
+        let b = new_query("b.test", 1, false).unwrap();
+        let (first, second) = (pipeline.exchange(&a), pipeline.exchange(&b));
+        let serve = async {
+            let qa = read_frame(&mut server).await;
+            let qb = read_frame(&mut server).await;
+            assert_ne!(qa[..2], qb[..2], "IDs are unique on a connection");
+            let mut stream = Vec::new();
+            stream.extend(framed(&[7])); // too short to carry an ID: skipped
+            let mut unknown = qa.clone();
+            unknown[0] ^= 0xff;
+            unknown[1] ^= 0xff;
+            stream.extend(framed(&unknown)); // an ID nobody waits for: skipped
+            stream.extend(framed(&qb)); // answers out of order
+            stream.extend(framed(&qa));
+            server.write_all(&stream).await.unwrap();
+            (qa, qb)
+        };
+        let (ra, rb, (qa, qb)) = tokio::join!(first, second, serve);
+        assert_eq!(ra.unwrap().as_ref(), &qa[..]);
+        assert_eq!(rb.unwrap().as_ref(), &qb[..]);
+    }
+
+    #[tokio::test]
+    async fn a_stream_ending_mid_frame_fails_the_waiting_query() {
+        let (client, mut server) = duplex(1 << 16);
+        let pipeline = Pipeline::over(client, Duration::from_secs(30));
+        let query = new_query("a.test", 1, false).unwrap();
+        let serve = async {
+            let q = read_frame(&mut server).await;
+            // A length prefix promising more than is ever sent, then EOF.
+            server.write_all(&[0, 200, q[0], q[1]]).await.unwrap();
+            drop(server);
+        };
+        let (answer, ()) = tokio::join!(pipeline.exchange(&query), serve);
+        assert!(matches!(answer, Err(UpstreamError::Closed)), "{answer:?}");
+    }
 }

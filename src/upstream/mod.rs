@@ -338,12 +338,18 @@ impl Upstream {
             Client::Doh(c) => c.exchange(query).await?,
             Client::Dot(c) => c.exchange(query).await?,
         };
-        check_answer(query, &answer)?;
-        match answer[3] & 0x0f {
-            2 => Err(UpstreamError::ServFail(answer)),
-            5 => Err(UpstreamError::Refused),
-            _ => Ok(answer),
-        }
+        check_reply(query, answer)
+    }
+}
+
+/// Checks an upstream's `answer` against the `query` sent, and sorts out the answers that
+/// should make the router ask elsewhere (SERVFAIL, REFUSED).
+pub fn check_reply(query: &[u8], answer: Bytes) -> Result<Bytes, UpstreamError> {
+    check_answer(query, &answer)?;
+    match answer[3] & 0x0f {
+        2 => Err(UpstreamError::ServFail(answer)),
+        5 => Err(UpstreamError::Refused),
+        _ => Ok(answer),
     }
 }
 
