@@ -272,7 +272,7 @@ impl Router {
                             break Ok((answer, index));
                         }
                         Err(error) => {
-                            self.failed(index, &error);
+                            self.failed(index, &error, false);
                             if let UpstreamError::ServFail(answer) = &error {
                                 servfail.get_or_insert((answer.clone(), index));
                             }
@@ -305,7 +305,7 @@ impl Router {
         // Attempts still outstanding past the attempt timeout count as timeouts.
         for (index, since) in started {
             if since.elapsed() >= self.options.attempt_timeout {
-                self.failed(index, &UpstreamError::Timeout);
+                self.failed(index, &UpstreamError::Timeout, false);
             }
         }
         result
@@ -362,7 +362,13 @@ impl Router {
         h.failures = 0;
     }
 
-    fn failed(&self, index: usize, error: &UpstreamError) {
+    /// Records a failure of upstream `index`. The first failure marks it unhealthy and
+    /// schedules its first probe; after that only failed probes (`probe`) push the next probe
+    /// further out. Queries that fail on an upstream already marked unhealthy (those in
+    /// flight when it died, or sent to it as a last resort) leave the schedule alone: a burst
+    /// of them would otherwise stretch the backoff to its maximum at once, and a restarted
+    /// upstream would wait a minute for its first probe.
+    fn failed(&self, index: usize, error: &UpstreamError, probe: bool) {
         let slot = &self.slots[index];
         self.metrics
             .upstream_failed(&slot.upstream.spec().url, error);
@@ -371,14 +377,17 @@ impl Router {
             return;
         }
         let mut h = slot.health.lock().unwrap_or_else(|e| e.into_inner());
-        h.failures = h.failures.saturating_add(1);
-        let backoff = self
-            .options
-            .min_backoff
-            .saturating_mul(1 << (h.failures - 1).min(16))
-            .min(self.options.max_backoff);
-        h.next_probe = Instant::now() + backoff;
-        h.last_failure = Some(Instant::now());
+        let now = Instant::now();
+        if h.healthy || probe {
+            h.failures = h.failures.saturating_add(1);
+            let backoff = self
+                .options
+                .min_backoff
+                .saturating_mul(1 << (h.failures - 1).min(16))
+                .min(self.options.max_backoff);
+            h.next_probe = now + backoff;
+        }
+        h.last_failure = Some(now);
         if h.healthy {
             warn!(upstream = %slot.upstream.spec(), %error, "upstream failed; marking unhealthy");
         } else {
@@ -466,8 +475,8 @@ impl Router {
                         Ok(Ok(_)) | Ok(Err(UpstreamError::ServFail(_))) => {
                             router.succeeded(index, sent.elapsed())
                         }
-                        Ok(Err(e)) => router.failed(index, &e),
-                        Err(_) => router.failed(index, &UpstreamError::Timeout),
+                        Ok(Err(e)) => router.failed(index, &e, true),
+                        Err(_) => router.failed(index, &UpstreamError::Timeout, true),
                     }
                 });
             }

@@ -1,14 +1,16 @@
 //! DNS over TCP (RFC 1035 §4.2.2, RFC 7766): length-prefixed messages, several queries per
 //! connection, answers sent as they are ready (possibly out of order, RFC 7766 §6.2.1.1).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -38,6 +40,99 @@ impl Default for TcpLimits {
     }
 }
 
+/// A connection becomes a candidate for closing, when the connection limit is reached, once
+/// it has gone this long without delivering a whole query and has none outstanding.
+const EVICTABLE_AFTER: Duration = Duration::from_secs(1);
+/// How long a new connection waits for the slot of one closed to make room for it.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
+
+/// The connections being served, so that one can be closed to make room for another.
+struct Connections {
+    /// Free connection slots.
+    slots: Arc<Semaphore>,
+    /// Live connections by number.
+    live: Mutex<HashMap<u64, Live>>,
+    /// Number for the next connection.
+    next: AtomicU64,
+    /// Time origin of [`Live::last_query`].
+    epoch: Instant,
+    /// Per-connection query limit, to tell a connection with nothing outstanding.
+    max_in_flight: usize,
+}
+
+/// What the listener knows about one live connection.
+struct Live {
+    /// Cancelled to close the connection.
+    close: CancellationToken,
+    /// The connection's in-flight permits: all free means nothing is outstanding.
+    in_flight: Arc<Semaphore>,
+    /// Milliseconds after [`Connections::epoch`] at which it opened or last delivered a
+    /// whole query.
+    last_query: Arc<AtomicU64>,
+}
+
+impl Connections {
+    fn millis(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Closes the connection that has gone longest without a query, if one has gone at least
+    /// [`EVICTABLE_AFTER`] and has nothing outstanding. RFC 7766 §6.2.3 lets a server close
+    /// idle connections under pressure; without this, clients that open connections and
+    /// never finish a query (or never send one) would shut everyone else out of TCP until
+    /// the idle timeout.
+    fn evict_idlest(&self) -> bool {
+        let cutoff = self
+            .millis()
+            .saturating_sub(EVICTABLE_AFTER.as_millis() as u64);
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let victim = live
+            .iter()
+            .filter(|(_, c)| c.in_flight.available_permits() == self.max_in_flight)
+            .map(|(&id, c)| (id, c.last_query.load(Ordering::Relaxed)))
+            .filter(|&(_, at)| at <= cutoff)
+            .min_by_key(|&(_, at)| at);
+        match victim.and_then(|(id, _)| live.remove(&id)) {
+            Some(c) => {
+                c.close.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Registers a connection, serves it, and forgets it.
+    async fn serve(
+        &self,
+        stream: TcpStream,
+        resolver: Option<Arc<Service>>,
+        limits: TcpLimits,
+        shutdown: CancellationToken,
+    ) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let live = Live {
+            close: shutdown.child_token(),
+            in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+            last_query: Arc::new(AtomicU64::new(self.millis())),
+        };
+        let (close, in_flight, last_query) = (
+            live.close.clone(),
+            live.in_flight.clone(),
+            live.last_query.clone(),
+        );
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, live);
+        let seen = || last_query.store(self.millis(), Ordering::Relaxed);
+        connection(stream, resolver, limits, close, in_flight, seen).await;
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+}
+
 /// Accepts connections on `listener` until `shutdown` is cancelled. Queries from sources
 /// outside the access list are answered REFUSED (see [`crate::clients`]).
 pub async fn serve(
@@ -47,7 +142,13 @@ pub async fn serve(
     clients: Arc<ClientPolicy>,
     shutdown: CancellationToken,
 ) {
-    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let connections = Arc::new(Connections {
+        slots: Arc::new(Semaphore::new(limits.max_connections)),
+        live: Mutex::new(HashMap::new()),
+        next: AtomicU64::new(0),
+        epoch: Instant::now(),
+        max_in_flight: limits.max_in_flight,
+    });
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -61,10 +162,6 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            debug!(%peer, "too many TCP connections; closing new one");
-            continue;
-        };
         let resolver = match clients.admit_tcp(peer.ip()) {
             Admission::Serve => Some(resolver.clone()),
             _ => {
@@ -73,8 +170,27 @@ pub async fn serve(
             }
         };
         let shutdown = shutdown.clone();
+        let connections = connections.clone();
+        let permit = match connections.slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) if connections.evict_idlest() => {
+                // Wait for the closed connection's slot off the accept loop.
+                tokio::spawn(async move {
+                    let slot = timeout(EVICTION_WAIT, connections.slots.clone().acquire_owned());
+                    if let Ok(Ok(permit)) = slot.await {
+                        connections.serve(stream, resolver, limits, shutdown).await;
+                        drop(permit);
+                    }
+                });
+                continue;
+            }
+            Err(_) => {
+                debug!(%peer, "too many TCP connections; closing new one");
+                continue;
+            }
+        };
         tokio::spawn(async move {
-            connection(stream, resolver, limits, shutdown).await;
+            connections.serve(stream, resolver, limits, shutdown).await;
             drop(permit);
         });
     }
@@ -82,12 +198,15 @@ pub async fn serve(
 
 /// Serves one connection: a reader that starts a task per query, and a writer that sends
 /// answers in completion order. Without a resolver (a client not on the access list) every
-/// query is answered REFUSED.
+/// query is answered REFUSED. `shutdown` closes it (the listener's shutdown, or eviction);
+/// `in_flight` bounds its queries; `seen` is told of every whole query read.
 async fn connection(
     stream: TcpStream,
     resolver: Option<Arc<Service>>,
     limits: TcpLimits,
     shutdown: CancellationToken,
+    in_flight: Arc<Semaphore>,
+    seen: impl Fn(),
 ) {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
@@ -106,7 +225,6 @@ async fn connection(
         }
         let _ = timeout(idle, writer.shutdown()).await;
     });
-    let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
     loop {
         let message = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -115,6 +233,7 @@ async fn connection(
             message = read_message(&mut reader, idle, &in_flight, limits.max_in_flight) => message,
         };
         let Some(message) = message else { break };
+        seen();
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = answers.closed() => break,

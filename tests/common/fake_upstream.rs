@@ -127,13 +127,33 @@ impl FakeUpstream {
 
     /// Starts a fake on `ip` port 0; `ip` must be loopback (127.0.0.1 or ::1).
     pub async fn start(proto: Proto, zone: Zone, behavior: Behavior, ip: IpAddr) -> FakeUpstream {
+        Self::start_on(proto, zone, behavior, SocketAddr::new(ip, 0)).await
+    }
+
+    /// Starts a fake on `addr` (loopback), e.g. the address of one that was stopped, to
+    /// bring an upstream back; binding is retried for up to 5 s while the old socket closes.
+    pub async fn start_on(
+        proto: Proto,
+        zone: Zone,
+        behavior: Behavior,
+        addr: SocketAddr,
+    ) -> FakeUpstream {
+        let ip = addr.ip();
         assert!(
             ip.is_loopback(),
             "fake upstreams bind loopback only, not {ip}"
         );
-        let listener = TcpListener::bind(SocketAddr::new(ip, 0))
-            .await
-            .expect("bind fake upstream");
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(addr).await {
+                Ok(listener) => break listener,
+                Err(_) if tries < 100 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("bind fake upstream on {addr}: {e}"),
+            }
+        };
         let addr = listener.local_addr().expect("local_addr");
         let shared = Arc::new(Shared {
             zone,
