@@ -115,15 +115,15 @@ impl DohClient {
 
     /// The live connection, or a new one; the flag says whether it was just opened.
     async fn sender(&self) -> Result<(SendRequest<Full<Bytes>>, bool), UpstreamError> {
+        let (uri, endpoint) = (self.uri.clone(), self.endpoint.clone());
+        let (tls, server_name, options) = (
+            self.tls.clone(),
+            self.server_name.clone(),
+            self.options.clone(),
+        );
+        let identity = self.identity.clone();
         self.conn
-            .get_or_connect(connect(
-                self.uri.clone(),
-                self.endpoint.clone(),
-                self.tls.clone(),
-                self.server_name.clone(),
-                self.options.clone(),
-                self.identity.clone(),
-            ))
+            .get_or_connect(move || connect(uri, endpoint, tls, server_name, options, identity))
             .await
     }
 }

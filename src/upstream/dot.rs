@@ -176,7 +176,7 @@ impl DotClient {
         let options = self.options.clone();
         let identity = self.identity.clone();
         self.conn
-            .get_or_connect(async move {
+            .get_or_connect(move || async move {
                 let started = Instant::now();
                 let addrs = endpoint.addrs().await?;
                 let left = options.connect_timeout.saturating_sub(started.elapsed());

@@ -37,10 +37,14 @@ impl<C: Clone + Send + 'static> Slot<C> {
         current.as_ref().filter(|c| (self.usable)(c)).cloned()
     }
 
-    /// The live connection, or a new one made by `connect`; the flag is true if it is new.
-    pub async fn get_or_connect<F>(&self, connect: F) -> Result<(C, bool), UpstreamError>
+    /// The live connection, or a new one made by the future `connect` returns; the flag is
+    /// true if it is new. `connect` is only called when a connection must be made: a
+    /// connecting future (TLS and HTTP/2 handshakes) is large, and taken by value it would
+    /// make every query's future as large, live or not, costing kilobytes per query in flight.
+    pub async fn get_or_connect<F, Fut>(&self, connect: F) -> Result<(C, bool), UpstreamError>
     where
-        F: Future<Output = Result<C, UpstreamError>> + Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<C, UpstreamError>> + Send + 'static,
     {
         if let Some(c) = self.current() {
             return Ok((c, false));
@@ -52,7 +56,7 @@ impl<C: Clone + Send + 'static> Slot<C> {
         let current = self.current.clone();
         let task = tokio::spawn(async move {
             let _guard = guard;
-            let conn = connect.await?;
+            let conn = connect().await?;
             *current.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
             Ok::<C, UpstreamError>(conn)
         });
