@@ -5,8 +5,9 @@
 //! may return data a validating upstream would otherwise refuse). Entries are stored as the
 //! upstream's wire answer; freshness is decided against a `now` passed in, so tests are exact.
 
-use std::sync::Arc;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
@@ -18,8 +19,13 @@ use crate::dns::{Answer, ClientQuery};
 pub const WEIGHT_UNIT: usize = 512;
 
 /// What identifies an answer in the cache.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Key {
+    /// A keyed hash of the fields below, computed once: moka hashes a key on every lookup and
+    /// insert, and again for every entry each time its table is rebuilt, which a full cache
+    /// under a stream of new names does often. Keyed per process, so clients cannot choose
+    /// names that collide.
+    hash: u64,
     /// Question name in wire format, ASCII lower-cased.
     name: Box<[u8]>,
     /// QTYPE.
@@ -32,15 +38,50 @@ pub struct Key {
     checking_disabled: bool,
 }
 
+/// The key of [`Key`]'s hashes, chosen at random once per process.
+static KEY_HASHER: LazyLock<RandomState> = LazyLock::new(RandomState::new);
+
 impl Key {
     /// The key for a client's query.
     pub fn of(query: &ClientQuery<'_>) -> Key {
+        let name: Box<[u8]> = query.name().to_ascii_lowercase().into();
+        let (qtype, qclass) = (query.question.qtype, query.question.qclass);
+        let (dnssec_ok, checking_disabled) =
+            (query.dnssec_ok(), query.header().checking_disabled());
         Key {
-            name: query.name().to_ascii_lowercase().into(),
-            qtype: query.question.qtype,
-            qclass: query.question.qclass,
-            dnssec_ok: query.dnssec_ok(),
-            checking_disabled: query.header().checking_disabled(),
+            hash: KEY_HASHER.hash_one((&name, qtype, qclass, dnssec_ok, checking_disabled)),
+            name,
+            qtype,
+            qclass,
+            dnssec_ok,
+            checking_disabled,
+        }
+    }
+}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// Hashes a [`Key`] by passing its precomputed hash through (anything else is mixed in
+/// FNV-1a style, though the cache holds only keys).
+#[derive(Default)]
+struct KeyHashPassThrough(u64);
+
+impl Hasher for KeyHashPassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 ^= hash;
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }
     }
 }
@@ -145,7 +186,7 @@ impl Entry {
 #[derive(Clone)]
 pub struct Cache {
     /// Entries by key; moka evicts by size (TinyLFU) and by per-entry expiry.
-    entries: Moka<Key, Arc<Entry>>,
+    entries: Moka<Key, Arc<Entry>, BuildHasherDefault<KeyHashPassThrough>>,
     /// TTL clamps.
     policy: TtlPolicy,
     /// Serving expired answers.
@@ -181,7 +222,7 @@ impl Cache {
             .max_capacity(size)
             .weigher(|_, entry: &Arc<Entry>| entry.answer.len().div_ceil(WEIGHT_UNIT).max(1) as u32)
             .expire_after(ExpireWhenUseless { stale_window })
-            .build();
+            .build_with_hasher(BuildHasherDefault::default());
         Cache {
             entries,
             policy,

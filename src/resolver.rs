@@ -27,7 +27,7 @@ use tracing::{debug, info, trace};
 use crate::cache::{Cache, Entry, Key, Lookup};
 use crate::captive::CaptivePortal;
 use crate::clock::Clock;
-use crate::dns::{self, Answer, ClientQuery, Rcode, Rejected};
+use crate::dns::{self, Answer, AnswerError, ClientQuery, Rcode, Rejected};
 use crate::hijack::inspect::Inspector;
 use crate::local::{self, LocalAnswers};
 use crate::metrics::Metrics;
@@ -88,6 +88,24 @@ pub struct Resolver {
     inspector: Option<Arc<Inspector>>,
     /// Cache hit/miss/stale counters.
     metrics: Arc<Metrics>,
+}
+
+/// How far [`Resolver::begin`] got.
+pub enum Begun {
+    /// Answered at once (`None`: send nothing).
+    Done(Option<Vec<u8>>),
+    /// The network is needed: pass this to [`Resolver::resume`] with the same message.
+    Wait(Waiting),
+}
+
+/// A query [`Resolver::begin`] could not answer at once, and what it found out.
+pub struct Waiting(Stage);
+
+enum Stage {
+    /// The captive-portal exception comes first, then the cache.
+    Captive,
+    /// The cache was asked (and counted): fetch, with the stale entry if there is one.
+    Fetch(Key, Option<Arc<Entry>>),
 }
 
 /// Where a query goes when the cache cannot answer it.
@@ -162,26 +180,33 @@ impl Resolver {
 
     /// Answers one client message. `None` means send nothing.
     pub async fn handle(&self, message: &[u8], transport: Transport) -> Option<Vec<u8>> {
+        match self.begin(message, transport) {
+            Begun::Done(answer) => answer,
+            Begun::Wait(waiting) => self.resume(message, transport, waiting).await,
+        }
+    }
+
+    /// Does what can be done for `message` without waiting: rejects, ANY, local names and
+    /// zones, fresh cache hits. The rest is left to [`Resolver::resume`] with the same message,
+    /// so a listener can answer most queries in place and start a task only for the others.
+    pub fn begin(&self, message: &[u8], transport: Transport) -> Begun {
         let query = match dns::read_query(message) {
             Ok(query) => query,
             Err(Rejected::Drop) => {
                 trace!(len = message.len(), "dropping unanswerable message");
-                return None;
+                return Begun::Done(None);
             }
-            Err(Rejected::Answer(answer)) => return Some(answer),
+            Err(Rejected::Answer(answer)) => return Begun::Done(Some(answer)),
         };
         let udp_limit = (transport == Transport::Udp).then(|| query.udp_limit());
         if query.question.qtype == dns::wire::TYPE_ANY {
             // RFC 8482: one small synthesised record, never a full ANY sent upstream.
-            return Some(local::fit_to_limit(
-                &query,
-                local::any_answer(&query),
-                udp_limit,
-            ));
+            let answer = local::any_answer(&query);
+            return Begun::Done(Some(local::fit_to_limit(&query, answer, udp_limit)));
         }
         let internet_class = query.question.qclass == 1;
         if internet_class && let Some(answer) = self.local.answer(&query) {
-            return Some(local::fit_to_limit(&query, answer, udp_limit));
+            return Begun::Done(Some(local::fit_to_limit(&query, answer, udp_limit)));
         }
         let via = match self.split.route(query.name()) {
             Some(rule) => Via::Plain(rule.client.clone()),
@@ -189,10 +214,10 @@ impl Resolver {
                 if internet_class && let Some(zone) = local::locally_served(query.name()) {
                     // RFC 6303: private reverse zones and friends never leave the machine.
                     let answer = local::local_zone_answer(&query, zone);
-                    return Some(local::fit_to_limit(&query, answer, udp_limit));
+                    return Begun::Done(Some(local::fit_to_limit(&query, answer, udp_limit)));
                 }
-                if let Some(answer) = self.captive_check(&query, udp_limit, false).await {
-                    return Some(answer);
+                if self.captive_applies(&query) {
+                    return Begun::Wait(Waiting(Stage::Captive));
                 }
                 Via::Router(self.router.clone())
             }
@@ -205,15 +230,56 @@ impl Resolver {
             Lookup::Stale(_) => self.metrics.cache_stale(),
             Lookup::Miss => self.metrics.cache_miss(),
         }
-        let stale = match lookup {
+        match lookup {
             Lookup::Fresh(entry) => {
                 if self.options.prefetch && entry.hit_wants_prefetch(now) {
                     self.prefetch(key, &query, via);
                 }
-                return Some(self.cache.render(&entry, &query, now, udp_limit));
+                Begun::Done(Some(self.cache.render(&entry, &query, now, udp_limit)))
             }
-            Lookup::Stale(entry) => Some(entry),
-            Lookup::Miss => None,
+            Lookup::Stale(entry) => Begun::Wait(Waiting(Stage::Fetch(key, Some(entry)))),
+            Lookup::Miss => Begun::Wait(Waiting(Stage::Fetch(key, None))),
+        }
+    }
+
+    /// Finishes what [`Resolver::begin`] left waiting for the same `message`.
+    pub async fn resume(
+        &self,
+        message: &[u8],
+        transport: Transport,
+        waiting: Waiting,
+    ) -> Option<Vec<u8>> {
+        // `begin` read this message already; it reads the same way again.
+        let query = dns::read_query(message).ok()?;
+        let udp_limit = (transport == Transport::Udp).then(|| query.udp_limit());
+        let via = match self.split.route(query.name()) {
+            Some(rule) => Via::Plain(rule.client.clone()),
+            None => Via::Router(self.router.clone()),
+        };
+        let (key, stale) = match waiting.0 {
+            Stage::Fetch(key, stale) => (key, stale),
+            Stage::Captive => {
+                if let Some(answer) = self.captive_check(&query, udp_limit, false).await {
+                    return Some(answer);
+                }
+                let key = Key::of(&query);
+                let lookup = self.cache.lookup(&key, self.clock.now());
+                match lookup {
+                    Lookup::Fresh(entry) => {
+                        self.metrics.cache_hit();
+                        let now = self.clock.now();
+                        return Some(self.cache.render(&entry, &query, now, udp_limit));
+                    }
+                    Lookup::Stale(entry) => {
+                        self.metrics.cache_stale();
+                        (key, Some(entry))
+                    }
+                    Lookup::Miss => {
+                        self.metrics.cache_miss();
+                        (key, None)
+                    }
+                }
+            }
         };
         let fetched = match stale {
             None => self.fetcher(key, &query, via).run().await,
@@ -304,6 +370,14 @@ impl Resolver {
         });
     }
 
+    /// Whether the captive-portal exception may answer `query` before the cache is asked (see
+    /// [`Resolver::captive_check`]).
+    fn captive_applies(&self, query: &ClientQuery<'_>) -> bool {
+        self.captive
+            .as_ref()
+            .is_some_and(|c| c.covers(query.name()) && self.router.all_unhealthy())
+    }
+
     /// The captive-portal exception: a connectivity-check name, with the policy enabled, and
     /// either no healthy encrypted upstream or (`failed`) the encrypted attempt just failed.
     /// Resolved in plaintext, logged, never cached.
@@ -386,9 +460,11 @@ impl Fetch {
                 .await
                 .map_err(|e| RouteError::AllFailed(vec![(format!("{:?}", client.servers()), e)]))?,
         };
-        // The router only returns answers that passed `check_answer`.
-        let parsed = dns::check_answer(&self.upstream_query, &wire)
-            .map_err(|e| RouteError::AllFailed(vec![("answer".into(), e.into())]))?;
+        // Both paths return only answers that passed `check_answer` against this query, so
+        // parsing once more for the record offsets is all that is left to do.
+        let parsed = dns::wire::parse(&wire).map_err(|e| {
+            RouteError::AllFailed(vec![("answer".into(), AnswerError::from(e).into())])
+        })?;
         let answer = Answer::new(&wire, &parsed);
         Ok(self.cache.insert(self.key, answer, self.clock.now()))
     }

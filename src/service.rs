@@ -23,7 +23,7 @@ use crate::config::{ConfigError, Overrides, Settings};
 use crate::hijack::inspect::Inspector;
 use crate::local::LocalAnswers;
 use crate::metrics::{Metrics, Snapshot, TotalsSnapshot};
-use crate::resolver::{Resolver, Transport};
+use crate::resolver::{Begun, Resolver, Transport, Waiting};
 use crate::upstream::tls::TlsConfigs;
 use crate::{SetupError, build_local, build_router};
 
@@ -79,6 +79,14 @@ const HEALTH_PROBE_TIMEOUT: Duration = Duration::from_millis(2500);
 /// How often the hosts file is checked for changes.
 const HOSTS_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
+/// A query [`Service::begin`] could not answer at once.
+pub struct Resume {
+    /// The resolver that began it.
+    resolver: Arc<Resolver>,
+    /// How far it got.
+    waiting: Waiting,
+}
+
 /// The running proxy, as listeners and the control endpoint see it.
 pub struct Service {
     /// The resolver in force; replaced whole on reload.
@@ -131,6 +139,38 @@ impl Service {
     pub async fn handle(&self, message: &[u8], transport: Transport) -> Option<Vec<u8>> {
         let resolver = self.resolver.load_full();
         let answer = resolver.handle(message, transport).await;
+        self.metrics.query(transport, answer.as_deref());
+        answer
+    }
+
+    /// Answers `message` at once if no waiting is needed (see [`Resolver::begin`]), and
+    /// counts it; otherwise returns what [`Service::resume`] needs to finish it.
+    pub fn begin(&self, message: &[u8], transport: Transport) -> Result<Option<Vec<u8>>, Resume> {
+        let resolver = self.resolver.load();
+        match resolver.begin(message, transport) {
+            Begun::Done(answer) => {
+                self.metrics.query(transport, answer.as_deref());
+                Ok(answer)
+            }
+            Begun::Wait(waiting) => Err(Resume {
+                resolver: Arc::clone(&resolver),
+                waiting,
+            }),
+        }
+    }
+
+    /// Finishes `message` where [`Service::begin`] left it, with the same resolver (a reload
+    /// in between does not change how one query is answered), and counts it.
+    pub async fn resume(
+        &self,
+        message: &[u8],
+        transport: Transport,
+        resume: Resume,
+    ) -> Option<Vec<u8>> {
+        let answer = resume
+            .resolver
+            .resume(message, transport, resume.waiting)
+            .await;
         self.metrics.query(transport, answer.as_deref());
         answer
     }

@@ -14,7 +14,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -25,6 +25,7 @@ use super::addrs::{AddressBook, Allowlist, Kind};
 use super::classify::{self, Context, Plain, reply_of};
 use super::config::{Action, HijackSettings};
 use super::log::{HijackLog, timestamp};
+use super::recent::RecentNames;
 use super::verify::Verifier;
 use super::{Finding, Reason, Verdict};
 use crate::dns::wire::{TYPE_A, TYPE_AAAA};
@@ -34,7 +35,9 @@ use crate::upstream::pin::format_pin;
 
 /// How long a name is remembered as having had public addresses (for rebinding).
 const REMEMBER_PUBLIC: Duration = Duration::from_secs(3600);
-/// How many such names are remembered.
+/// Slots of that memory (8 bytes each): about as many names are remembered.
+const PUBLIC_NAME_SLOTS: usize = 16_384;
+/// How many recent findings are remembered, to log each once per window.
 const REMEMBER_NAMES: u64 = 10_000;
 /// The same finding for the same name and type is logged at most once in this window.
 const REPORT_AGAIN_AFTER: Duration = Duration::from_secs(600);
@@ -55,7 +58,7 @@ pub struct Inspector {
     /// Names expected to have special-use addresses.
     allow: Allowlist,
     /// Names recently seen with public addresses.
-    seen_public: moka::sync::Cache<String, ()>,
+    seen_public: RecentNames,
     /// Findings recently logged, to keep the log readable.
     reported: moka::sync::Cache<(String, u16, Vec<Reason>), ()>,
     /// The JSON-lines log, if configured.
@@ -115,10 +118,7 @@ impl Inspector {
             settings: settings.clone(),
             book: AddressBook::new(&settings.sinkholes, &settings.assume_public),
             allow: Allowlist::new(&settings.allow),
-            seen_public: moka::sync::Cache::builder()
-                .max_capacity(REMEMBER_NAMES)
-                .time_to_live(REMEMBER_PUBLIC)
-                .build(),
+            seen_public: RecentNames::new(PUBLIC_NAME_SLOTS, REMEMBER_PUBLIC),
             reported: moka::sync::Cache::builder()
                 .max_capacity(REMEMBER_NAMES)
                 .time_to_live(REPORT_AGAIN_AFTER)
@@ -152,10 +152,9 @@ impl Inspector {
             return None;
         }
         let reply = reply_of(answer)?;
-        if reply.addrs.is_empty() || self.allow.covers(name) {
+        if reply.addrs.is_empty() {
             return None;
         }
-        let key = name.trim_end_matches('.').to_ascii_lowercase();
         let mut finding = Finding {
             verdict: Verdict::Consistent,
             reasons: Vec::new(),
@@ -174,15 +173,18 @@ impl Inspector {
                 Kind::Public => public = true,
             }
         }
-        if special && self.seen_public.contains_key(&key) {
+        let now = Instant::now();
+        if special && self.seen_public.contains(name, now) {
             finding.add(Verdict::Suspicious, Reason::Rebinding);
         }
         if public && !special {
-            self.seen_public.insert(key.clone(), ());
+            self.seen_public.insert(name, now);
         }
-        if finding.reasons.is_empty() {
+        // The common case, public addresses only, ends here without allocating.
+        if finding.reasons.is_empty() || self.allow.covers(name) {
             return None;
         }
+        let key = name.trim_end_matches('.').to_ascii_lowercase();
         let action = self.settings.action_for(&finding.reasons);
         self.report(
             "answer-check",

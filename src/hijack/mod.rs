@@ -10,6 +10,7 @@
 //! - [`classify`]: one plaintext observation against the trusted ones, to a [`Finding`];
 //! - [`inspect`]: the cheap checks the proxy runs on every upstream answer;
 //! - [`log`]: the JSON-lines hijack log;
+//! - [`recent`]: the allocation-free memory of names seen with public addresses;
 //! - [`audit`]: `dnsward audit`, comparing the network's plaintext resolver with the trusted
 //!   encrypted upstreams, with probes for NXDOMAIN rewriting, interception and injection.
 
@@ -19,6 +20,7 @@ pub mod classify;
 pub mod config;
 pub mod inspect;
 pub mod log;
+pub mod recent;
 pub mod verify;
 
 use std::fmt;

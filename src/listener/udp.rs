@@ -1,5 +1,6 @@
 //! DNS over UDP (RFC 1035 §4.2.1).
 
+use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,16 +11,28 @@ use tracing::{debug, warn};
 
 use crate::clients::{self, Admission, ClientPolicy};
 use crate::resolver::Transport;
-use crate::service::Service;
+use crate::service::{Resume, Service};
 
 /// Largest datagram read; bigger ones are cut by the kernel and then fail to parse.
 const MAX_DATAGRAM: usize = 65_535;
+
+/// What is left to do for a datagram once the listener has looked at it.
+enum Work {
+    /// Send this answer (the socket had no room for it at once).
+    Send(Vec<u8>),
+    /// Resolve this message (it needs the network), then answer.
+    Resolve(Vec<u8>, Resume),
+}
 
 /// Serves queries arriving on `socket` until `shutdown` is cancelled, with at most
 /// `max_in_flight` queries being resolved at once; datagrams beyond that are dropped,
 /// as an overloaded DNS server does (the client retries). Sources outside the access list
 /// or over their rate limit get nothing (or, for some over the limit, an empty truncated
 /// reply): see [`crate::clients`].
+///
+/// Answers that need no waiting (cache hits above all) are made by the receiving task
+/// itself, so one receiving task runs per CPU (up to [`MAX_RECEIVERS`]), all on the one
+/// socket, to keep every core busy.
 pub async fn serve(
     socket: UdpSocket,
     resolver: Arc<Service>,
@@ -27,8 +40,44 @@ pub async fn serve(
     clients: Arc<ClientPolicy>,
     shutdown: CancellationToken,
 ) {
-    let socket = Arc::new(socket);
-    let limit = Arc::new(Semaphore::new(max_in_flight));
+    let shared = Arc::new(Shared {
+        socket,
+        resolver,
+        limit: Arc::new(Semaphore::new(max_in_flight)),
+        clients,
+        shutdown,
+    });
+    let receivers = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_RECEIVERS));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 1..receivers {
+        tasks.spawn(receive(shared.clone()));
+    }
+    receive(shared).await;
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Most tasks receiving on one socket.
+pub const MAX_RECEIVERS: usize = 8;
+
+/// What the receiving tasks of one socket share.
+struct Shared {
+    socket: UdpSocket,
+    resolver: Arc<Service>,
+    /// Bounds queries resolved in tasks of their own.
+    limit: Arc<Semaphore>,
+    clients: Arc<ClientPolicy>,
+    shutdown: CancellationToken,
+}
+
+/// One receiving task: reads datagrams and answers or hands them on, until shutdown.
+async fn receive(shared: Arc<Shared>) {
+    let Shared {
+        socket,
+        resolver,
+        limit,
+        clients,
+        shutdown,
+    } = &*shared;
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         let (len, peer) = tokio::select! {
@@ -52,16 +101,37 @@ pub async fn serve(
                 continue;
             }
         }
+        // Most queries (cache hits, local names, malformed ones) are answered right here,
+        // without a task of their own; the rest continue in one.
+        let work = match resolver.begin(&buf[..len], Transport::Udp) {
+            Ok(None) => continue,
+            Ok(Some(answer)) => match socket.try_send_to(&answer, peer) {
+                Ok(_) => continue,
+                // The socket's buffer is full: the answer waits in a task, like the others.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Work::Send(answer),
+                Err(e) => {
+                    debug!(%peer, error = %e, "UDP send failed");
+                    continue;
+                }
+            },
+            Err(resume) => Work::Resolve(buf[..len].to_vec(), resume),
+        };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             warn!(%peer, "too many queries in flight; dropping UDP query");
             continue;
         };
-        let message = buf[..len].to_vec();
-        let socket = socket.clone();
-        let resolver = resolver.clone();
+        let shared = shared.clone();
         tokio::spawn(async move {
-            if let Some(answer) = resolver.handle(&message, Transport::Udp).await
-                && let Err(e) = socket.send_to(&answer, peer).await
+            let answer = match work {
+                Work::Send(answer) => Some(answer),
+                Work::Resolve(message, resume) => {
+                    (shared.resolver)
+                        .resume(&message, Transport::Udp, resume)
+                        .await
+                }
+            };
+            if let Some(answer) = answer
+                && let Err(e) = shared.socket.send_to(&answer, peer).await
             {
                 debug!(%peer, error = %e, "UDP send failed");
             }
