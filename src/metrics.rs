@@ -10,8 +10,8 @@
 //! The exposition format is OpenMetrics text (what Prometheus asks for first), encoded by the
 //! official `prometheus-client` crate.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
@@ -72,8 +72,26 @@ pub struct Metrics {
     cache_flushes: Family<One, Counter>,
     /// Plain totals for `/stats`, which should not need to parse the families.
     totals: Totals,
+    /// The busiest series, looked up once each (see [`Hot`]).
+    hot: Hot,
     /// Serialises rendering, which first refreshes the gauges.
     render_lock: Mutex<()>,
+}
+
+/// RCODEs 0-5 (NOERROR to REFUSED) are counted through [`Hot`] handles.
+const HOT_RCODES: usize = 6;
+
+/// Handles on the series touched by every query, each created on first use. A family lookup
+/// builds its label strings and hashes them under a lock; these skip that. A handle shares
+/// its value with the family, which renders it as usual.
+#[derive(Default)]
+struct Hot {
+    /// `queries` by transport (UDP, TCP) and RCODE.
+    queries: [[OnceLock<Counter>; HOT_RCODES]; 2],
+    /// `dropped` by transport.
+    dropped: [OnceLock<Counter>; 2],
+    /// `cache_lookups`: hit, miss, stale.
+    cache: [OnceLock<Counter>; 3],
 }
 
 /// Totals kept beside the families, for `/stats`.
@@ -160,6 +178,7 @@ impl Metrics {
             hijack_findings: Family::default(),
             cache_flushes: Family::default(),
             totals: Totals::default(),
+            hot: Hot::default(),
             render_lock: Mutex::new(()),
             registry: Registry::default(),
         };
@@ -254,21 +273,34 @@ impl Metrics {
 
     /// A client query on `transport` got `answer` (`None`: dropped unanswered).
     pub fn query(&self, transport: Transport, answer: Option<&[u8]>) {
-        let transport = match transport {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
+        let (index, transport) = match transport {
+            Transport::Udp => (0, "udp"),
+            Transport::Tcp => (1, "tcp"),
         };
         match answer {
             Some(wire) => {
-                let rcode = rcode_name(full_rcode(wire));
-                self.queries
-                    .get_or_create(&[("transport", transport.into()), ("rcode", rcode)])
-                    .inc();
+                let rcode = full_rcode(wire);
+                let family = || {
+                    self.queries
+                        .get_or_create(&[
+                            ("transport", transport.into()),
+                            ("rcode", rcode_name(rcode)),
+                        ])
+                        .clone()
+                };
+                match self.hot.queries[index].get(usize::from(rcode)) {
+                    Some(hot) => hot.get_or_init(family).inc(),
+                    None => family().inc(),
+                };
                 self.totals.answered.fetch_add(1, Ordering::Relaxed);
             }
             None => {
-                self.dropped
-                    .get_or_create(&[("transport", transport.into())])
+                self.hot.dropped[index]
+                    .get_or_init(|| {
+                        self.dropped
+                            .get_or_create(&[("transport", transport.into())])
+                            .clone()
+                    })
                     .inc();
                 self.totals.dropped.fetch_add(1, Ordering::Relaxed);
             }
@@ -277,22 +309,26 @@ impl Metrics {
 
     /// The cache had a fresh answer.
     pub fn cache_hit(&self) {
-        self.cache_lookup("hit", &self.totals.hits);
+        self.cache_lookup(0, "hit", &self.totals.hits);
     }
 
     /// The cache had nothing usable.
     pub fn cache_miss(&self) {
-        self.cache_lookup("miss", &self.totals.misses);
+        self.cache_lookup(1, "miss", &self.totals.misses);
     }
 
     /// The cache had only an expired answer, servable if upstreams fail (RFC 8767).
     pub fn cache_stale(&self) {
-        self.cache_lookup("stale", &self.totals.stale);
+        self.cache_lookup(2, "stale", &self.totals.stale);
     }
 
-    fn cache_lookup(&self, result: &str, total: &AtomicU64) {
-        self.cache_lookups
-            .get_or_create(&[("result", result.into())])
+    fn cache_lookup(&self, index: usize, result: &str, total: &AtomicU64) {
+        self.hot.cache[index]
+            .get_or_init(|| {
+                self.cache_lookups
+                    .get_or_create(&[("result", result.into())])
+                    .clone()
+            })
             .inc();
         total.fetch_add(1, Ordering::Relaxed);
     }
@@ -304,9 +340,14 @@ impl Metrics {
 
     /// `upstream` answered after `rtt`.
     pub fn upstream_answered(&self, upstream: &str, rtt: Duration) {
+        self.upstream_latency(upstream).observe(rtt.as_secs_f64());
+    }
+
+    /// The latency histogram of `upstream`, to keep and observe into without a lookup.
+    pub fn upstream_latency(&self, upstream: &str) -> Histogram {
         self.upstream_latency
             .get_or_create(&[("upstream", upstream.into())])
-            .observe(rtt.as_secs_f64());
+            .clone()
     }
 
     /// An exchange with `upstream` failed with `error`.
@@ -495,9 +536,16 @@ mod tests {
     #[test]
     fn rendering_has_the_families_and_the_end_marker() {
         let m = Metrics::new();
+        // Twice through a kept handle, once (NOTAUTH) through the family itself.
+        for _ in 0..2 {
+            m.query(
+                Transport::Udp,
+                Some(&[0, 0, 0x81, 0x83, 0, 0, 0, 0, 0, 0, 0, 0]),
+            );
+        }
         m.query(
             Transport::Udp,
-            Some(&[0, 0, 0x81, 0x83, 0, 0, 0, 0, 0, 0, 0, 0]),
+            Some(&[0, 0, 0x81, 0x89, 0, 0, 0, 0, 0, 0, 0, 0]),
         );
         m.query(Transport::Tcp, None);
         m.cache_miss();
@@ -508,7 +556,8 @@ mod tests {
             cache_entries: 7,
         });
         for line in [
-            "dnsward_queries_total{transport=\"udp\",rcode=\"NXDOMAIN\"} 1",
+            "dnsward_queries_total{transport=\"udp\",rcode=\"NXDOMAIN\"} 2",
+            "dnsward_queries_total{transport=\"udp\",rcode=\"NOTAUTH\"} 1",
             "dnsward_queries_dropped_total{transport=\"tcp\"} 1",
             "dnsward_cache_lookups_total{result=\"miss\"} 1",
             "dnsward_cache_entries 7",
@@ -519,6 +568,6 @@ mod tests {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
         assert!(text.ends_with("# EOF\n"));
-        assert_eq!(m.totals().queries, 1);
+        assert_eq!(m.totals().queries, 3);
     }
 }

@@ -8,11 +8,13 @@
 //! still answer, and the first good answer wins. Upstreams that fail are marked unhealthy and
 //! probed in the background with exponential backoff until they answer again.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use prometheus_client::metrics::histogram::Histogram;
+use smallvec::SmallVec;
 use thiserror::Error;
 use tokio::time::{Instant, sleep, sleep_until};
 use tracing::{debug, info, warn};
@@ -76,6 +78,36 @@ pub enum RouteError {
     Blocked(String),
 }
 
+/// Upstream indices in the order to try them (no allocation for up to 8 upstreams).
+type Order = SmallVec<[usize; 8]>;
+
+/// Where an upstream goes in the order; the sort is stable, so equals keep configuration
+/// order.
+#[derive(Debug, Clone, Copy)]
+enum Rank {
+    /// Healthy and not yet measured.
+    Unmeasured,
+    /// Healthy, with this smoothed RTT (µs; 0 for all under `strict`).
+    Healthy(f64),
+    /// Unhealthy, next probed at this time.
+    Unhealthy(Instant),
+}
+
+impl Rank {
+    fn cmp(&self, other: &Rank) -> std::cmp::Ordering {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        match (self, other) {
+            (Rank::Unmeasured, Rank::Unmeasured) => Equal,
+            (Rank::Unmeasured, _) => Less,
+            (_, Rank::Unmeasured) => Greater,
+            (Rank::Healthy(a), Rank::Healthy(b)) => a.total_cmp(b),
+            (Rank::Healthy(_), Rank::Unhealthy(_)) => Less,
+            (Rank::Unhealthy(_), Rank::Healthy(_)) => Greater,
+            (Rank::Unhealthy(a), Rank::Unhealthy(b)) => a.cmp(b),
+        }
+    }
+}
+
 /// What the router knows about one upstream's health.
 #[derive(Debug, Clone)]
 struct Health {
@@ -101,6 +133,8 @@ struct Slot {
     upstream: Upstream,
     /// Its health record.
     health: Mutex<Health>,
+    /// Its latency histogram in the metrics, once looked up.
+    latency: OnceLock<Histogram>,
 }
 
 /// Health of one upstream, as reported to status displays and health checks.
@@ -180,6 +214,7 @@ impl Router {
                     last_failure: None,
                     last_success: None,
                 }),
+                latency: OnceLock::new(),
             })
             .collect();
         Router {
@@ -193,6 +228,9 @@ impl Router {
     /// The same router, counting into `metrics`.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Router {
         self.metrics = metrics;
+        for slot in &mut self.slots {
+            slot.latency = OnceLock::new();
+        }
         self
     }
 
@@ -243,7 +281,7 @@ impl Router {
         }
         let deadline = Instant::now() + self.options.query_timeout;
         let mut pending = FuturesUnordered::new();
-        let mut started: Vec<(usize, Instant)> = Vec::new();
+        let mut started: SmallVec<[(usize, Instant); 4]> = SmallVec::new();
         let mut errors = Vec::new();
         let mut servfail = None;
         let mut next = 0;
@@ -262,7 +300,7 @@ impl Router {
             tokio::select! {
                 // An attempt finished: take a good answer, or move on from a failure at once.
                 Some((index, sent, result)) = pending.next() => {
-                    started.retain(|&(i, _)| i != index);
+                    started.retain(|&mut (i, _)| i != index);
                     match result {
                         Ok(answer) => {
                             self.succeeded(index, sent.elapsed());
@@ -312,40 +350,37 @@ impl Router {
     }
 
     /// Upstream indices in the order to try them.
-    fn order(&self) -> Vec<usize> {
+    fn order(&self) -> Order {
         let now = Instant::now();
-        let mut healthy = Vec::with_capacity(self.slots.len());
-        let mut unhealthy = Vec::new();
-        for (i, slot) in self.slots.iter().enumerate() {
-            let h = slot.health();
-            if h.healthy {
-                healthy.push((i, h.effective_srtt(now)));
-            } else {
-                unhealthy.push((i, h.next_probe));
-            }
-        }
-        if self.options.strategy == Strategy::Fastest {
-            // Unmeasured upstreams first (to measure them), then by SRTT.
-            healthy.sort_by(|a, b| match (a.1, b.1) {
-                (None, None) => std::cmp::Ordering::Equal,
-                (None, Some(_)) => std::cmp::Ordering::Less,
-                (Some(_), None) => std::cmp::Ordering::Greater,
-                (Some(x), Some(y)) => x.total_cmp(&y),
-            });
-        }
-        // Among unhealthy upstreams, the one due for a probe soonest is likeliest to be back.
-        unhealthy.sort_by_key(|&(_, due)| due);
-        healthy
-            .into_iter()
-            .map(|(i, _)| i)
-            .chain(unhealthy.into_iter().map(|(i, _)| i))
-            .collect()
+        // Healthy first; among them (with `fastest`) unmeasured ones first, to measure them,
+        // then by SRTT. Among unhealthy ones, the one due for a probe soonest is likeliest to
+        // be back.
+        let mut ranked: SmallVec<[(usize, Rank); 8]> = self
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(i, slot)| {
+                let h = slot.health.lock().unwrap_or_else(|e| e.into_inner());
+                let rank = if !h.healthy {
+                    Rank::Unhealthy(h.next_probe)
+                } else if self.options.strategy == Strategy::Strict {
+                    Rank::Healthy(0.0)
+                } else {
+                    h.effective_srtt(now)
+                        .map_or(Rank::Unmeasured, Rank::Healthy)
+                };
+                (i, rank)
+            })
+            .collect();
+        ranked.sort_by(|a, b| a.1.cmp(&b.1));
+        ranked.into_iter().map(|(i, _)| i).collect()
     }
 
     fn succeeded(&self, index: usize, rtt: Duration) {
         let slot = &self.slots[index];
-        self.metrics
-            .upstream_answered(&slot.upstream.spec().url, rtt);
+        slot.latency
+            .get_or_init(|| self.metrics.upstream_latency(&slot.upstream.spec().url))
+            .observe(rtt.as_secs_f64());
         let mut h = slot.health.lock().unwrap_or_else(|e| e.into_inner());
         let sample = rtt.as_micros() as f64;
         let now = Instant::now();

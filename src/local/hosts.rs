@@ -235,7 +235,7 @@ mod tests {
     use crate::local::testing::{TempFile, temp_path};
 
     fn records(table: &Table, name: &str) -> Vec<(u16, Vec<u8>)> {
-        let key = key(&wire::name_from_str(name).unwrap());
+        let key = key(&wire::name_from_str(name).unwrap()).into_owned();
         table
             .get(&key)
             .unwrap_or_default()

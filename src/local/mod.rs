@@ -104,7 +104,12 @@ impl LocalAnswers {
         let name = key(query.name());
         let records = sources.records_at(&name)?;
         let mut response = Response::new(query, Rcode::NoError);
-        sources.add_answers(&mut response, name, records, query.question.qtype);
+        sources.add_answers(
+            &mut response,
+            name.into_owned(),
+            records,
+            query.question.qtype,
+        );
         Some(response.finish(query))
     }
 
@@ -186,7 +191,7 @@ impl<'t> Sources<'t> {
             let Some(at) = response.answer(owner, cname.rtype, cname.ttl, &cname.rdata) else {
                 return;
             };
-            let target = key(&cname.rdata);
+            let target = key(&cname.rdata).into_owned();
             if seen.contains(&target) || seen.len() > MAX_CNAME_CHAIN {
                 return;
             }

@@ -1,5 +1,6 @@
 //! Local records indexed by owner name.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use crate::dns::wire;
@@ -37,9 +38,14 @@ pub(crate) struct Table {
     names: HashMap<Box<[u8]>, Vec<Rr>>,
 }
 
-/// The lookup key of an uncompressed wire-format name.
-pub(crate) fn key(name: &[u8]) -> Vec<u8> {
-    name.to_ascii_lowercase()
+/// The lookup key of an uncompressed wire-format name: the name itself when it is already
+/// lower-case (nearly always, so nearly no query allocates here).
+pub(crate) fn key(name: &[u8]) -> Cow<'_, [u8]> {
+    if name.iter().any(u8::is_ascii_uppercase) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    }
 }
 
 impl Table {
