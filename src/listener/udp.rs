@@ -121,7 +121,9 @@ async fn receive(shared: Arc<Shared>) {
             continue;
         };
         let shared = shared.clone();
-        tokio::spawn(async move {
+        // Boxed: the task then holds a pointer, not the whole resolving future, which tokio
+        // would otherwise copy several times on the way into the task (kilobytes per query).
+        tokio::spawn(Box::pin(async move {
             let answer = match work {
                 Work::Send(answer) => Some(answer),
                 Work::Resolve(message, resume) => {
@@ -136,6 +138,6 @@ async fn receive(shared: Arc<Shared>) {
                 debug!(%peer, error = %e, "UDP send failed");
             }
             drop(permit);
-        });
+        }));
     }
 }

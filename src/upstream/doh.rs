@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{ACCEPT, CONTENT_TYPE};
+use http::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Body;
@@ -99,8 +99,8 @@ impl DohClient {
     ) -> Result<Bytes, UpstreamError> {
         sender.ready().await?;
         let request = Request::post(self.uri.clone())
-            .header(CONTENT_TYPE, DNS_MESSAGE)
-            .header(ACCEPT, DNS_MESSAGE)
+            .header(CONTENT_TYPE, HeaderValue::from_static(DNS_MESSAGE))
+            .header(ACCEPT, HeaderValue::from_static(DNS_MESSAGE))
             .body(Full::new(body))
             .expect("static request parts are valid");
         let response = sender.send_request(request).await?;
@@ -115,6 +115,10 @@ impl DohClient {
 
     /// The live connection, or a new one; the flag says whether it was just opened.
     async fn sender(&self) -> Result<(SendRequest<Full<Bytes>>, bool), UpstreamError> {
+        // The usual case, without cloning what a new connection would need.
+        if let Some(sender) = self.conn.current() {
+            return Ok((sender, false));
+        }
         let (uri, endpoint) = (self.uri.clone(), self.endpoint.clone());
         let (tls, server_name, options) = (
             self.tls.clone(),

@@ -170,6 +170,10 @@ impl DotClient {
     }
 
     async fn connection(&self) -> Result<(Arc<Connection>, bool), UpstreamError> {
+        // The usual case, without cloning what a new connection would need.
+        if let Some(conn) = self.conn.current() {
+            return Ok((conn, false));
+        }
         let endpoint = self.endpoint.clone();
         let tls = self.tls.clone();
         let server_name = self.server_name.clone();
