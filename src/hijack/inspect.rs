@@ -13,7 +13,7 @@
 //! answer is still served (`log`, the default) or replaced by REFUSED (`block`).
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -41,6 +41,10 @@ const PUBLIC_NAME_SLOTS: usize = 16_384;
 const REMEMBER_NAMES: u64 = 10_000;
 /// The same finding for the same name and type is logged at most once in this window.
 const REPORT_AGAIN_AFTER: Duration = Duration::from_secs(600);
+/// Findings written to the process log per minute; the rest are counted (metrics, and the
+/// hijack log when configured) and summed up in one line, so a network that answers many
+/// names with private addresses cannot flood the log or spend its time writing it.
+const WARNINGS_PER_MINUTE: u32 = 20;
 /// Cross-checks running at once; more are skipped.
 const MAX_CROSS_CHECKS: usize = 8;
 /// Time a cross-check (second upstream plus verification) may take.
@@ -61,6 +65,8 @@ pub struct Inspector {
     seen_public: RecentNames,
     /// Findings recently logged, to keep the log readable.
     reported: moka::sync::Cache<(String, u16, Vec<Reason>), ()>,
+    /// Bounds the findings written to the process log.
+    warnings: WarnBudget,
     /// The JSON-lines log, if configured.
     log: Option<HijackLog>,
     /// TLS verification for cross-check differences.
@@ -107,6 +113,44 @@ struct LogEntry<'a> {
     other_answer: Option<Vec<IpAddr>>,
 }
 
+/// At most `limit` warnings per `window`; counts the ones held back.
+struct WarnBudget {
+    limit: u32,
+    window: Duration,
+    /// Start of the current window, warnings given in it, warnings held back in it.
+    state: Mutex<(Option<Instant>, u32, u64)>,
+}
+
+impl WarnBudget {
+    fn new(limit: u32, window: Duration) -> WarnBudget {
+        WarnBudget {
+            limit,
+            window,
+            state: Mutex::new((None, 0, 0)),
+        }
+    }
+
+    /// Whether a warning may be written at `now`, and how many were held back in the window
+    /// that just ended (to report once, when it ends and another warning comes).
+    fn take(&self, now: Instant) -> (bool, u64) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (start, given, held) = &mut *state;
+        let mut ended_held = 0;
+        if start.is_none_or(|s| now.saturating_duration_since(s) >= self.window) {
+            ended_held = std::mem::take(held);
+            *start = Some(now);
+            *given = 0;
+        }
+        if *given < self.limit {
+            *given += 1;
+            (true, ended_held)
+        } else {
+            *held += 1;
+            (false, ended_held)
+        }
+    }
+}
+
 fn type_name(qtype: u16) -> &'static str {
     if qtype == TYPE_AAAA { "AAAA" } else { "A" }
 }
@@ -123,6 +167,7 @@ impl Inspector {
                 .max_capacity(REMEMBER_NAMES)
                 .time_to_live(REPORT_AGAIN_AFTER)
                 .build(),
+            warnings: WarnBudget::new(WARNINGS_PER_MINUTE, Duration::from_secs(60)),
             log: settings
                 .log_file
                 .as_deref()
@@ -325,7 +370,16 @@ impl Inspector {
         } else {
             "logged"
         };
-        warn!(
+        let (may_warn, unlogged) = self.warnings.take(Instant::now());
+        if unlogged > 0 {
+            warn!(
+                unlogged,
+                "hijack check findings over the last minute not logged one by one (see the \
+                 dnsward_hijack_findings_total metric, or the hijack log)"
+            );
+        }
+        if may_warn {
+            warn!(
             %name,
             qtype = type_name(qtype),
             upstream = %spec.url,
@@ -335,7 +389,8 @@ impl Inspector {
             action = action_name,
             check,
             "hijack check finding"
-        );
+            );
+        }
         if let Some(log) = &self.log {
             log.write(&LogEntry {
                 time: timestamp(SystemTime::now()),
@@ -354,5 +409,26 @@ impl Inspector {
                 other_answer: other.map(|(_, a)| a),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_are_bounded_per_window_and_the_rest_are_counted() {
+        let budget = WarnBudget::new(2, Duration::from_secs(60));
+        let t0 = Instant::now();
+        assert_eq!(budget.take(t0), (true, 0));
+        assert_eq!(budget.take(t0), (true, 0));
+        assert_eq!(budget.take(t0 + Duration::from_secs(1)), (false, 0));
+        assert_eq!(budget.take(t0 + Duration::from_secs(2)), (false, 0));
+        // The next window: allowed again, with the two held back reported once.
+        let t1 = t0 + Duration::from_secs(61);
+        assert_eq!(budget.take(t1), (true, 2));
+        assert_eq!(budget.take(t1), (true, 0));
+        assert_eq!(budget.take(t1), (false, 0));
+        assert_eq!(budget.take(t1 + Duration::from_secs(60)), (true, 1));
     }
 }

@@ -15,6 +15,7 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::bootstrap::Endpoint;
@@ -53,6 +54,8 @@ struct Connection {
     waiting: Mutex<Waiting>,
     /// Set once either task has stopped; the connection is then never reused.
     closed: AtomicBool,
+    /// Cancelled with `closed`, so the writer lets go of the connection at once.
+    closing: CancellationToken,
     /// When the last answer (or any frame) was read.
     last_read: Mutex<Instant>,
 }
@@ -72,6 +75,7 @@ impl Connection {
     /// Marks the connection dead and fails every waiting query (their senders are dropped).
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        self.closing.cancel();
         self.waiting
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -252,6 +256,7 @@ where
             next_id: rand::random(),
         }),
         closed: AtomicBool::new(false),
+        closing: CancellationToken::new(),
         last_read: Mutex::new(Instant::now()),
     });
     let reading = tokio::spawn(read_answers(reader, conn.clone()));
@@ -278,7 +283,13 @@ async fn write_queries<S: AsyncWrite>(
 ) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     loop {
-        let frame = match tokio::time::timeout(idle, queue.recv()).await {
+        let received = tokio::select! {
+            // The reader saw the stream end, or a query found the connection stalled: shut
+            // down now rather than hold the socket until the idle timeout.
+            _ = conn.closing.cancelled() => break,
+            received = tokio::time::timeout(idle, queue.recv()) => received,
+        };
+        let frame = match received {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
             Err(_) => {
@@ -410,6 +421,21 @@ mod tests {
         let (ra, rb, (qa, qb)) = tokio::join!(first, second, serve);
         assert_eq!(ra.unwrap().as_ref(), &qa[..]);
         assert_eq!(rb.unwrap().as_ref(), &qb[..]);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_ended_is_shut_down_at_once_not_at_the_idle_timeout() {
+        let (client, server) = duplex(1 << 16);
+        let (mut server_read, mut server_write) = tokio::io::split(server);
+        let pipeline = Pipeline::over(client, Duration::from_secs(3600));
+        server_write.shutdown().await.unwrap();
+        // The reader sees the end; the writer then closes its side too, which the server
+        // reads as end of stream.
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(5), server_read.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0))), "{read:?}");
+        let query = new_query("a.test", 1, false).unwrap();
+        assert!(pipeline.exchange(&query).await.is_err());
     }
 
     #[tokio::test]
