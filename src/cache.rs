@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use moka::Expiry;
 use moka::sync::Cache as Moka;
+use smallvec::SmallVec;
 
 use crate::dns::{Answer, ClientQuery};
 
@@ -26,8 +27,9 @@ pub struct Key {
     /// under a stream of new names does often. Keyed per process, so clients cannot choose
     /// names that collide.
     hash: u64,
-    /// Question name in wire format, ASCII lower-cased.
-    name: Box<[u8]>,
+    /// Question name in wire format, ASCII lower-cased; most names fit inline, so making a
+    /// key (once per query) and keeping one (per entry) allocates nothing for them.
+    name: SmallVec<[u8; INLINE_NAME]>,
     /// QTYPE.
     qtype: u16,
     /// QCLASS.
@@ -38,13 +40,17 @@ pub struct Key {
     checking_disabled: bool,
 }
 
+/// Bytes of a name kept inside a [`Key`]: `www.example.com` takes 17 in wire format.
+const INLINE_NAME: usize = 40;
+
 /// The key of [`Key`]'s hashes, chosen at random once per process.
 static KEY_HASHER: LazyLock<RandomState> = LazyLock::new(RandomState::new);
 
 impl Key {
     /// The key for a client's query.
     pub fn of(query: &ClientQuery<'_>) -> Key {
-        let name: Box<[u8]> = query.name().to_ascii_lowercase().into();
+        let name: SmallVec<[u8; INLINE_NAME]> =
+            query.name().iter().map(u8::to_ascii_lowercase).collect();
         let (qtype, qclass) = (query.question.qtype, query.question.qclass);
         let (dnssec_ok, checking_disabled) =
             (query.dnssec_ok(), query.header().checking_disabled());

@@ -3,7 +3,9 @@
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
@@ -16,21 +18,36 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber writing to stderr; `DNSWARD_LOG` (a tracing filter)
-/// overrides `default_filter`.
+/// Installs the global subscriber writing to stderr; `DNSWARD_LOG` overrides
+/// `default_filter`. Both are lists of `level` and `target=level` directives, e.g.
+/// `warn,dnsward=debug` (the `Targets` syntax: no span or field filters, and so no regular
+/// expression engine in the binary).
 pub fn init(default_filter: &str, format: LogFormat) {
-    let filter =
-        EnvFilter::try_from_env("DNSWARD_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = std::env::var("DNSWARD_LOG")
+        .ok()
+        .and_then(|directives| match directives.parse::<Targets>() {
+            Ok(filter) => Some(filter),
+            Err(e) => {
+                eprintln!("dnsward: ignoring DNSWARD_LOG={directives:?}: {e}");
+                None
+            }
+        })
+        .unwrap_or_else(|| default_filter.parse().unwrap_or_default());
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
+        LogFormat::Text => tracing_subscriber::registry()
+            .with(layer.with_ansi(std::io::stderr().is_terminal()))
+            .with(filter)
+            .init(),
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(
+                layer
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false),
+            )
+            .with(filter)
             .init(),
     }
 }

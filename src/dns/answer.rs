@@ -4,6 +4,7 @@
 
 use std::ops::Range;
 
+use smallvec::SmallVec;
 use thiserror::Error;
 
 use super::query::{ClientQuery, EDNS_PAYLOAD, push_opt};
@@ -56,8 +57,9 @@ pub struct Answer {
     name: Range<usize>,
     /// Offset just past the question (for truncated answers).
     question_end: usize,
-    /// TTL field offsets and original TTLs of every record except OPT.
-    ttls: Vec<(usize, u32)>,
+    /// Offsets of the TTL fields of every record except OPT (a message is at most 65535
+    /// bytes); the original TTLs are read from `wire`.
+    ttl_offsets: SmallVec<[u16; 6]>,
     /// Where the OPT record starts. It is always the last record, 11 bytes, without options:
     /// [`Answer::new`] rebuilds it so, so it can be cut for clients without EDNS and the
     /// upstream's padding never reaches plaintext clients.
@@ -81,11 +83,7 @@ impl Answer {
         // records after an OPT (rare) are dropped rather than moved, since moving bytes would
         // break compression pointers into them; additional data is optional (RFC 2181 §9).
         let kept = parsed.opt.unwrap_or(parsed.records.len());
-        let ttls = parsed.records[..kept]
-            .iter()
-            .map(|r| (r.ttl_offset, sane_ttl(r.ttl)))
-            .collect();
-        let (stored, opt_start) = match parsed.opt {
+        let (mut stored, opt_start) = match parsed.opt {
             None => (wire.to_vec(), None),
             Some(i) => {
                 let opt = &parsed.records[i];
@@ -106,11 +104,18 @@ impl Answer {
                 (stored, Some(opt.start))
             }
         };
+        // The original TTLs stay in the stored message (made sane), so only where they are
+        // needs keeping: inline, for answers of up to 6 records.
+        let mut ttl_offsets = SmallVec::new();
+        for r in &parsed.records[..kept] {
+            stored[r.ttl_offset..r.ttl_offset + 4].copy_from_slice(&sane_ttl(r.ttl).to_be_bytes());
+            ttl_offsets.push(r.ttl_offset as u16);
+        }
         Answer {
             wire: stored.into(),
             name: question.name.clone(),
             question_end: question.end,
-            ttls,
+            ttl_offsets,
             opt_start,
             rcode,
             natural_ttl,
@@ -176,8 +181,10 @@ impl Answer {
         }
         // Restore the client's spelling of the name (same length: names matched ignoring case).
         out[self.name.clone()].copy_from_slice(client.name());
-        for &(offset, original) in &self.ttls {
-            out[offset..offset + 4].copy_from_slice(&ttl(original).to_be_bytes());
+        for &offset in &self.ttl_offsets {
+            let field = &mut out[usize::from(offset)..usize::from(offset) + 4];
+            let original = u32::from_be_bytes([field[0], field[1], field[2], field[3]]);
+            field.copy_from_slice(&ttl(original).to_be_bytes());
         }
         let mut arcount = Header::of(&out).expect("header").arcount();
         if cut.is_some() {
