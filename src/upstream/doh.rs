@@ -1,13 +1,18 @@
 //! DNS-over-HTTPS (RFC 8484) over one long-lived, multiplexed HTTP/2 connection.
 //!
-//! Queries are POSTed as `application/dns-message` with message ID 0 (RFC 8484 §4.1, which
-//! keeps answers cacheable by HTTP caches). HTTP/2 PINGs keep the connection honest: one that
+//! Queries are sent with GET, base64url in the `dns` parameter, with message ID 0 (RFC 8484
+//! §4.1, which keeps answers cacheable by HTTP caches). GET rather than POST: a request
+//! without a body is one HEADERS frame, where hyper sends a POST's body from a task of its own
+//! (one more task per query). The queries sent are rebuilt by dnsward (question, OPT, padding),
+//! so they stay a few hundred bytes and their URLs short. HTTP/2 PINGs keep the connection honest: one that
 //! stops answering pings is closed by hyper and replaced on the next query.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
+use data_encoding::BASE64URL_NOPAD;
 use http::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Body;
@@ -30,8 +35,13 @@ const MAX_ANSWER: usize = 65_535;
 
 /// A DoH client for one upstream.
 pub struct DohClient {
-    /// Absolute request URI (`https://host:port/path`), which gives `:authority` and `:path`.
+    /// Absolute request URI (`https://host:port/path`), for logs.
     uri: Uri,
+    /// `:authority` of every request.
+    authority: Authority,
+    /// The path and any query of the URL, followed by `?` or `&`: a request's path and query
+    /// is this and `dns=` with the query in base64url.
+    path_prefix: String,
     /// Where to connect.
     endpoint: Arc<Endpoint>,
     /// TLS settings with ALPN h2.
@@ -64,8 +74,15 @@ impl DohClient {
         let uri = format!("https://{host}:{}{}", spec.port, spec.path)
             .parse()
             .unwrap_or_else(|_| Uri::from_static("https://invalid/"));
+        let authority = uri
+            .authority()
+            .cloned()
+            .unwrap_or_else(|| Authority::from_static("invalid"));
+        let separator = if spec.path.contains('?') { '&' } else { '?' };
         DohClient {
             uri,
+            authority,
+            path_prefix: format!("{}{separator}dns=", spec.path),
             endpoint: Arc::new(endpoint),
             tls,
             server_name,
@@ -77,31 +94,36 @@ impl DohClient {
 
     /// Sends one query, retrying once on a fresh connection if a reused one turned out stale.
     pub async fn exchange(&self, query: &[u8]) -> Result<Bytes, UpstreamError> {
-        let body = Bytes::from(padded(query));
+        let path = request_path(&self.path_prefix, &padded(query))?;
         let (sender, fresh) = self.sender().await?;
-        match self.post(sender.clone(), body.clone()).await {
+        match self.get(sender.clone(), path.clone()).await {
             // A reused connection that failed under us (closed by the server, or found dead
             // by PING): one more try on a fresh one.
             Err(e) if !fresh && (e.is_stale_connection() || sender.is_closed()) => {
                 debug!(uri = %self.uri, error = %e, "DoH connection went stale; reconnecting");
                 self.conn.forget();
                 let (sender, _) = self.sender().await?;
-                self.post(sender, body).await
+                self.get(sender, path).await
             }
             other => other,
         }
     }
 
-    async fn post(
+    async fn get(
         &self,
         mut sender: SendRequest<Full<Bytes>>,
-        body: Bytes,
+        path: PathAndQuery,
     ) -> Result<Bytes, UpstreamError> {
         sender.ready().await?;
-        let request = Request::post(self.uri.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static(DNS_MESSAGE))
+        let uri = Uri::builder()
+            .scheme(Scheme::HTTPS)
+            .authority(self.authority.clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|_| UpstreamError::TooLarge)?;
+        let request = Request::get(uri)
             .header(ACCEPT, HeaderValue::from_static(DNS_MESSAGE))
-            .body(Full::new(body))
+            .body(Full::new(Bytes::new()))
             .expect("static request parts are valid");
         let response = sender.send_request(request).await?;
         read_response(response).await
@@ -130,6 +152,15 @@ impl DohClient {
             .get_or_connect(move || connect(uri, endpoint, tls, server_name, options, identity))
             .await
     }
+}
+
+/// The path and query of the GET request for `query` (RFC 8484 §4.1: the message in base64url
+/// without padding, after `prefix`, which ends in `dns=`).
+fn request_path(prefix: &str, query: &[u8]) -> Result<PathAndQuery, UpstreamError> {
+    let mut path = String::with_capacity(prefix.len() + query.len().div_ceil(3) * 4);
+    path.push_str(prefix);
+    BASE64URL_NOPAD.encode_append(query, &mut path);
+    PathAndQuery::from_maybe_shared(Bytes::from(path)).map_err(|_| UpstreamError::TooLarge)
 }
 
 /// Opens a TLS connection with ALPN h2 and performs the HTTP/2 handshake; a task drives it.
@@ -207,6 +238,22 @@ mod tests {
             .header(CONTENT_TYPE, content_type)
             .body(Full::new(Bytes::from(body)))
             .unwrap()
+    }
+
+    #[test]
+    fn queries_go_in_the_dns_parameter_in_base64url_without_padding() {
+        // RFC 8484 §4.1.1's example: www.example.com A, ID 0, RD.
+        let query = [
+            0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, b'w', b'w', b'w', 7, b'e', b'x', b'a', b'm',
+            b'p', b'l', b'e', 3, b'c', b'o', b'm', 0, 0, 1, 0, 1,
+        ];
+        let path = request_path("/dns-query?dns=", &query).unwrap();
+        assert_eq!(
+            path.as_str(),
+            "/dns-query?dns=AAABAAABAAAAAAAAA3d3dwdleGFtcGxlA2NvbQAAAQAB"
+        );
+        let path = request_path("/q?token=x&dns=", &[0xfb, 0xff]).unwrap();
+        assert_eq!(path.as_str(), "/q?token=x&dns=-_8");
     }
 
     #[tokio::test]
