@@ -4,7 +4,6 @@
 
 use std::ops::Range;
 
-use smallvec::SmallVec;
 use thiserror::Error;
 
 use super::query::{ClientQuery, EDNS_PAYLOAD, push_opt};
@@ -51,19 +50,22 @@ pub fn check_answer(query: &[u8], answer: &[u8]) -> Result<Parsed, AnswerError> 
 /// An upstream answer ready to be served to any client asking the same question.
 #[derive(Debug, Clone)]
 pub struct Answer {
-    /// The answer as the upstream sent it.
-    wire: Box<[u8]>,
+    /// The answer as the upstream sent it (`len` bytes), then the offsets of the TTL fields of
+    /// every record except OPT, as native-endian `u16`s; the original TTLs are read from the
+    /// message. One allocation, of the exact size, per cached answer.
+    data: Box<[u8]>,
+    /// Length of the message at the front of `data`. Offsets fit in 16 bits: a DNS message is
+    /// at most 65535 bytes (every transport checks), and the stored one is never longer than
+    /// the upstream's.
+    len: u16,
     /// Where the question name sits (to restore each client's case).
-    name: Range<usize>,
+    name: (u16, u16),
     /// Offset just past the question (for truncated answers).
-    question_end: usize,
-    /// Offsets of the TTL fields of every record except OPT (a message is at most 65535
-    /// bytes); the original TTLs are read from `wire`.
-    ttl_offsets: SmallVec<[u16; 6]>,
+    question_end: u16,
     /// Where the OPT record starts. It is always the last record, 11 bytes, without options:
     /// [`Answer::new`] rebuilds it so, so it can be cut for clients without EDNS and the
     /// upstream's padding never reaches plaintext clients.
-    opt_start: Option<usize>,
+    opt_start: Option<u16>,
     /// RCODE from the header.
     rcode: u8,
     /// Cache lifetime derived from the records (RFC 2181 §5.2, RFC 2308 §5), before clamping.
@@ -105,21 +107,43 @@ impl Answer {
             }
         };
         // The original TTLs stay in the stored message (made sane), so only where they are
-        // needs keeping: inline, for answers of up to 6 records.
-        let mut ttl_offsets = SmallVec::new();
+        // needs keeping: after the message, in the same allocation.
+        let len = stored.len();
+        debug_assert!(
+            len <= usize::from(u16::MAX),
+            "checked messages fit in 65535 bytes"
+        );
+        stored.reserve_exact(2 * kept);
         for r in &parsed.records[..kept] {
             stored[r.ttl_offset..r.ttl_offset + 4].copy_from_slice(&sane_ttl(r.ttl).to_be_bytes());
-            ttl_offsets.push(r.ttl_offset as u16);
+            stored.extend((r.ttl_offset as u16).to_ne_bytes());
         }
         Answer {
-            wire: stored.into(),
-            name: question.name.clone(),
-            question_end: question.end,
-            ttl_offsets,
-            opt_start,
+            data: stored.into_boxed_slice(),
+            len: len as u16,
+            name: (question.name.start as u16, question.name.end as u16),
+            question_end: question.end as u16,
+            opt_start: opt_start.map(|start| start as u16),
             rcode,
             natural_ttl,
         }
+    }
+
+    /// The stored message.
+    fn wire(&self) -> &[u8] {
+        &self.data[..usize::from(self.len)]
+    }
+
+    /// Offsets of the TTL fields to patch.
+    fn ttl_offsets(&self) -> impl Iterator<Item = usize> + '_ {
+        self.data[usize::from(self.len)..]
+            .chunks_exact(2)
+            .map(|pair| usize::from(u16::from_ne_bytes([pair[0], pair[1]])))
+    }
+
+    /// Where the question name sits.
+    fn name_range(&self) -> Range<usize> {
+        usize::from(self.name.0)..usize::from(self.name.1)
     }
 
     /// The header RCODE.
@@ -137,23 +161,23 @@ impl Answer {
 
     /// True for NXDOMAIN or NOERROR without answer records (NODATA).
     pub fn is_negative(&self) -> bool {
-        let header = Header::of(&self.wire).expect("checked");
+        let header = Header::of(self.wire()).expect("checked");
         self.rcode == 3 || (self.rcode == 0 && header.ancount() == 0)
     }
 
     /// Size of the stored answer in bytes (for cache weighing).
     pub fn len(&self) -> usize {
-        self.wire.len()
+        usize::from(self.len)
     }
 
     /// True if the stored answer is empty (never, for a checked answer).
     pub fn is_empty(&self) -> bool {
-        self.wire.is_empty()
+        self.len == 0
     }
 
     /// The answer as the upstream sent it.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.wire
+        self.wire()
     }
 
     /// Renders the answer for one client.
@@ -168,10 +192,13 @@ impl Answer {
         udp_limit: Option<usize>,
     ) -> Vec<u8> {
         // RFC 6891 §7: no OPT in the answer to a query without one.
-        let cut = self.opt_start.filter(|_| client.edns.is_none());
-        let keep = cut.unwrap_or(self.wire.len());
+        let cut = self
+            .opt_start
+            .map(usize::from)
+            .filter(|_| client.edns.is_none());
+        let keep = cut.unwrap_or(self.len());
         let mut out = Vec::with_capacity(keep + 11);
-        out.extend_from_slice(&self.wire[..keep]);
+        out.extend_from_slice(&self.wire()[..keep]);
         out[..2].copy_from_slice(&client.id.to_be_bytes());
         // Mirror the client's RD bit.
         out[2] = (out[2] & !0x01) | client.header().recursion_desired() as u8;
@@ -180,9 +207,9 @@ impl Answer {
             out[3] &= !0x20;
         }
         // Restore the client's spelling of the name (same length: names matched ignoring case).
-        out[self.name.clone()].copy_from_slice(client.name());
-        for &offset in &self.ttl_offsets {
-            let field = &mut out[usize::from(offset)..usize::from(offset) + 4];
+        out[self.name_range()].copy_from_slice(client.name());
+        for offset in self.ttl_offsets() {
+            let field = &mut out[offset..offset + 4];
             let original = u32::from_be_bytes([field[0], field[1], field[2], field[3]]);
             field.copy_from_slice(&ttl(original).to_be_bytes());
         }
@@ -203,14 +230,14 @@ impl Answer {
 
     /// Header (TC set, no records) + question + our OPT if the client sent one.
     fn truncated(&self, full: &[u8], client: &ClientQuery<'_>) -> Vec<u8> {
-        let mut out = full[..self.question_end].to_vec();
+        let mut out = full[..usize::from(self.question_end)].to_vec();
         out[2] |= 0x02;
         out[6..10].fill(0);
         out[10..12].copy_from_slice(&u16::from(client.edns.is_some()).to_be_bytes());
         if client.edns.is_some() {
             let parsed = self.opt_start.and_then(|start| {
-                let ttl_at = start + 5;
-                self.wire
+                let ttl_at = usize::from(start) + 5;
+                self.wire()
                     .get(ttl_at..ttl_at + 3)
                     .map(|t| (t[0], t[2] & 0x80 != 0))
             });
