@@ -145,22 +145,42 @@ const SOA_RNAME: &[u8] = b"\x06nobody\x07invalid\x00";
 /// TTL of the loopback answers for `localhost`: they never change, like the zone's data.
 const LOOPBACK_TTL: u32 = SOA_TTL;
 
-/// The zones by lower-cased wire-format name, built on first use.
-fn index() -> &'static HashMap<Box<[u8]>, &'static str> {
-    static INDEX: OnceLock<HashMap<Box<[u8]>, &'static str>> = OnceLock::new();
+/// The zones by lower-cased wire-format name, and the top-level labels they end in, built on
+/// first use.
+struct Index {
+    zones: HashMap<Box<[u8]>, &'static str>,
+    /// `arpa.`, `local.` and the like, lower-cased, in wire format: a name ending in none of
+    /// them (nearly every name asked) is in no zone, which a few byte comparisons tell.
+    tops: Vec<Box<[u8]>>,
+}
+
+fn index() -> &'static Index {
+    static INDEX: OnceLock<Index> = OnceLock::new();
     INDEX.get_or_init(|| {
-        ZONES
+        let zones: HashMap<Box<[u8]>, &'static str> = ZONES
             .iter()
             .filter_map(|&zone| Some((key(&wire::name_from_str(zone)?).into(), zone)))
-            .collect()
+            .collect();
+        let mut tops: Vec<Box<[u8]>> = zones
+            .keys()
+            .filter_map(|name| Some(name[label_starts(name).last()?..].into()))
+            .collect();
+        tops.sort();
+        tops.dedup();
+        Index { zones, tops }
     })
 }
 
 /// The locally served zone containing `name` (uncompressed wire-format name, any case), if
 /// any. Names match on whole labels: `evil-local.` is not in `local.`.
 pub fn locally_served(name: &[u8]) -> Option<&'static str> {
+    let index = index();
+    let top = &name[label_starts(name).last()?..];
+    if !index.tops.iter().any(|t| wire::names_equal(top, t)) {
+        return None;
+    }
     let lower = key(name);
-    label_starts(&lower).find_map(|at| index().get(&lower[at..]).copied())
+    label_starts(&lower).find_map(|at| index.zones.get(&lower[at..]).copied())
 }
 
 /// The answer to `query`, whose name is in the locally served `zone` (see
@@ -271,8 +291,18 @@ mod tests {
 
     #[test]
     fn every_zone_is_a_valid_name_and_listed_once() {
-        assert_eq!(index().len(), ZONES.len());
+        assert_eq!(index().zones.len(), ZONES.len());
         assert_eq!(ZONES.len(), 102);
+        let mut tops: Vec<String> = index()
+            .tops
+            .iter()
+            .map(|t| wire::name_to_string(t))
+            .collect();
+        tops.sort();
+        assert_eq!(
+            tops,
+            ["arpa.", "internal.", "invalid.", "local.", "localhost."]
+        );
         for zone in ZONES {
             assert_eq!(zone_of(zone), Some(*zone));
         }
@@ -296,6 +326,8 @@ mod tests {
         assert_eq!(zone_of("Printer.Local"), Some("local"));
         assert_eq!(zone_of("nas.home.arpa"), Some("home.arpa"));
         assert_eq!(zone_of("a.b.internal"), Some("internal"));
+        assert_eq!(zone_of("WWW.LOCALHOST"), Some("localhost"));
+        assert_eq!(zone_of("x.InValid."), Some("invalid"));
         assert_eq!(zone_of("evil-local"), None);
         assert_eq!(zone_of("local.example.com"), None);
         assert_eq!(zone_of("example.com"), None);
