@@ -1,6 +1,7 @@
 //! DNS over UDP (RFC 1035 §4.2.1).
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -70,74 +71,90 @@ struct Shared {
 }
 
 /// One receiving task: reads datagrams and answers or hands them on, until shutdown.
+///
+/// Once the socket is readable it takes datagrams until none is left, without a future per
+/// datagram; tokio's task budget still makes it yield now and then, so the tasks resolving
+/// misses on the same thread get their turn as they did when each datagram was awaited.
 async fn receive(shared: Arc<Shared>) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            ready = shared.socket.readable() => if let Err(e) = ready {
+                warn!(error = %e, "UDP socket no longer usable");
+                return;
+            },
+        }
+        loop {
+            match shared.socket.try_recv_from(&mut buf) {
+                Ok((len, peer)) => handle(&shared, &buf[..len], peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // ICMP errors from earlier sends surface here on some systems; keep serving.
+                Err(e) => debug!(error = %e, "UDP receive error"),
+            }
+            tokio::task::consume_budget().await;
+            if shared.shutdown.is_cancelled() {
+                return;
+            }
+        }
+    }
+}
+
+/// Answers one datagram from `peer`, or hands it to a task of its own.
+fn handle(shared: &Arc<Shared>, datagram: &[u8], peer: SocketAddr) {
     let Shared {
         socket,
         resolver,
         limit,
         clients,
-        shutdown,
-    } = &*shared;
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    loop {
-        let (len, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            received = socket.recv_from(&mut buf) => match received {
-                Ok(r) => r,
-                // ICMP errors from earlier sends surface here on some systems; keep serving.
-                Err(e) => {
-                    debug!(error = %e, "UDP receive error");
-                    continue;
-                }
-            },
-        };
-        match clients.admit_udp(peer.ip(), Instant::now()) {
-            Admission::Serve => {}
-            Admission::Refuse | Admission::Drop => continue,
-            Admission::Slip => {
-                if let Some(reply) = clients::slip(&buf[..len]) {
-                    let _ = socket.try_send_to(&reply, peer);
-                }
-                continue;
+        ..
+    } = &**shared;
+    match clients.admit_udp(peer.ip(), Instant::now()) {
+        Admission::Serve => {}
+        Admission::Refuse | Admission::Drop => return,
+        Admission::Slip => {
+            if let Some(reply) = clients::slip(datagram) {
+                let _ = socket.try_send_to(&reply, peer);
             }
+            return;
         }
-        // Most queries (cache hits, local names, malformed ones) are answered right here,
-        // without a task of their own; the rest continue in one.
-        let work = match resolver.begin(&buf[..len], Transport::Udp) {
-            Ok(None) => continue,
-            Ok(Some(answer)) => match socket.try_send_to(&answer, peer) {
-                Ok(_) => continue,
-                // The socket's buffer is full: the answer waits in a task, like the others.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Work::Send(answer),
-                Err(e) => {
-                    debug!(%peer, error = %e, "UDP send failed");
-                    continue;
-                }
-            },
-            Err(resume) => Work::Resolve(buf[..len].to_vec(), resume),
-        };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            warn!(%peer, "too many queries in flight; dropping UDP query");
-            continue;
-        };
-        let shared = shared.clone();
-        // Boxed: the task then holds a pointer, not the whole resolving future, which tokio
-        // would otherwise copy several times on the way into the task (kilobytes per query).
-        tokio::spawn(Box::pin(async move {
-            let answer = match work {
-                Work::Send(answer) => Some(answer),
-                Work::Resolve(message, resume) => {
-                    (shared.resolver)
-                        .resume(&message, Transport::Udp, resume)
-                        .await
-                }
-            };
-            if let Some(answer) = answer
-                && let Err(e) = shared.socket.send_to(&answer, peer).await
-            {
-                debug!(%peer, error = %e, "UDP send failed");
-            }
-            drop(permit);
-        }));
     }
+    // Most queries (cache hits, local names, malformed ones) are answered right here,
+    // without a task of their own; the rest continue in one.
+    let work = match resolver.begin(datagram, Transport::Udp) {
+        Ok(None) => return,
+        Ok(Some(answer)) => match socket.try_send_to(&answer, peer) {
+            Ok(_) => return,
+            // The socket's buffer is full: the answer waits in a task, like the others.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Work::Send(answer),
+            Err(e) => {
+                debug!(%peer, error = %e, "UDP send failed");
+                return;
+            }
+        },
+        Err(resume) => Work::Resolve(datagram.to_vec(), resume),
+    };
+    let Ok(permit) = limit.clone().try_acquire_owned() else {
+        warn!(%peer, "too many queries in flight; dropping UDP query");
+        return;
+    };
+    let shared = shared.clone();
+    // Boxed: the task then holds a pointer, not the whole resolving future, which tokio
+    // would otherwise copy several times on the way into the task (kilobytes per query).
+    tokio::spawn(Box::pin(async move {
+        let answer = match work {
+            Work::Send(answer) => Some(answer),
+            Work::Resolve(message, resume) => {
+                (shared.resolver)
+                    .resume(&message, Transport::Udp, resume)
+                    .await
+            }
+        };
+        if let Some(answer) = answer
+            && let Err(e) = shared.socket.send_to(&answer, peer).await
+        {
+            debug!(%peer, error = %e, "UDP send failed");
+        }
+        drop(permit);
+    }));
 }
