@@ -273,10 +273,7 @@ impl Metrics {
 
     /// A client query on `transport` got `answer` (`None`: dropped unanswered).
     pub fn query(&self, transport: Transport, answer: Option<&[u8]>) {
-        let (index, transport) = match transport {
-            Transport::Udp => (0, "udp"),
-            Transport::Tcp => (1, "tcp"),
-        };
+        let (index, transport) = transport_label(transport);
         match answer {
             Some(wire) => {
                 let rcode = full_rcode(wire);
@@ -295,13 +292,11 @@ impl Metrics {
                 self.totals.answered.fetch_add(1, Ordering::Relaxed);
             }
             None => {
-                self.hot.dropped[index]
-                    .get_or_init(|| {
-                        self.dropped
-                            .get_or_create(&[("transport", transport.into())])
-                            .clone()
-                    })
-                    .inc();
+                inc_hot(
+                    &self.hot.dropped[index],
+                    &self.dropped,
+                    ("transport", transport),
+                );
                 self.totals.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -323,13 +318,11 @@ impl Metrics {
     }
 
     fn cache_lookup(&self, index: usize, result: &str, total: &AtomicU64) {
-        self.hot.cache[index]
-            .get_or_init(|| {
-                self.cache_lookups
-                    .get_or_create(&[("result", result.into())])
-                    .clone()
-            })
-            .inc();
+        inc_hot(
+            &self.hot.cache[index],
+            &self.cache_lookups,
+            ("result", result),
+        );
         total.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -444,6 +437,21 @@ impl Metrics {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// Counts one in the series `label` of the one-label `family`, through the handle kept in
+/// `hot` (the family is looked up only the first time).
+fn inc_hot(hot: &OnceLock<Counter>, family: &Family<One, Counter>, label: (&'static str, &str)) {
+    hot.get_or_init(|| family.get_or_create(&[(label.0, label.1.into())]).clone())
+        .inc();
+}
+
+/// The index of `transport` in the [`Hot`] arrays, and its label.
+fn transport_label(transport: Transport) -> (usize, &'static str) {
+    match transport {
+        Transport::Udp => (0, "udp"),
+        Transport::Tcp => (1, "tcp"),
     }
 }
 
