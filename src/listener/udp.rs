@@ -93,10 +93,22 @@ async fn receive(shared: Arc<Shared>) {
         };
         match clients.admit_udp(peer.ip(), Instant::now()) {
             Admission::Serve => {}
-            Admission::Refuse | Admission::Drop => continue,
+            Admission::Refuse => {
+                resolver.metrics().query_denied(Transport::Udp);
+                continue;
+            }
+            Admission::Drop => {
+                resolver.metrics().rate_limit_drop();
+                continue;
+            }
             Admission::Slip => {
-                if let Some(reply) = clients::slip(&buf[..len]) {
-                    let _ = socket.try_send_to(&reply, peer);
+                // Counted as what was done: a message not worth a reply is dropped.
+                match clients::slip(&buf[..len]) {
+                    Some(reply) => {
+                        resolver.metrics().rate_limit_slip();
+                        let _ = socket.try_send_to(&reply, peer);
+                    }
+                    None => resolver.metrics().rate_limit_drop(),
                 }
                 continue;
             }
