@@ -1,9 +1,10 @@
 //! Counters for the control endpoint's `/metrics` and `/stats`.
 //!
 //! One [`Metrics`] lives as long as the process (it outlives configuration reloads) and is
-//! shared by the listeners (queries by transport and RCODE), the resolver (cache hits, misses,
-//! stale answers), the router (per-upstream latency and failures, failovers) and whoever
-//! classifies hijacks ([`Metrics::hijack_finding`]). Values that are state rather than events
+//! shared by the listeners (queries by transport and RCODE, queries from sources off the
+//! access list or over their rate limit), the resolver (cache hits, misses, stale answers),
+//! the router (per-upstream latency and failures, failovers) and whoever classifies hijacks
+//! ([`Metrics::hijack_finding`]). Values that are state rather than events
 //! (upstream health, cache size) are filled in when the metrics are rendered
 //! ([`Metrics::render`]), from a [`Snapshot`] of the resolver in force.
 //!
@@ -42,6 +43,12 @@ pub struct Metrics {
     queries: Family<Two, Counter>,
     /// Client messages that got no answer at all (not a query, or unparseable), by `transport`.
     dropped: Family<One, Counter>,
+    /// Client messages from sources not on the access list, by `transport` (REFUSED over TCP,
+    /// nothing over UDP). Not in `queries` or `dropped`: the resolver never sees them.
+    denied: Family<One, Counter>,
+    /// UDP queries over their client's rate limit, by `action`: dropped, or slipped (an empty
+    /// truncated reply). Not in `queries` or `dropped` either.
+    rate_limited: Family<One, Counter>,
     /// Cache lookups by `result`: hit (fresh), stale (expired but servable), miss.
     cache_lookups: Family<One, Counter>,
     /// Expired answers served because no upstream answered in time (RFC 8767).
@@ -90,6 +97,10 @@ struct Hot {
     queries: [[OnceLock<Counter>; HOT_RCODES]; 2],
     /// `dropped` by transport.
     dropped: [OnceLock<Counter>; 2],
+    /// `denied` by transport. A flood from forged sources lands here, so it is as hot as any.
+    denied: [OnceLock<Counter>; 2],
+    /// `rate_limited`: dropped, slipped.
+    rate_limited: [OnceLock<Counter>; 2],
     /// `cache_lookups`: hit, miss, stale.
     cache: [OnceLock<Counter>; 3],
 }
@@ -163,6 +174,8 @@ impl Metrics {
         let m = Metrics {
             queries: Family::default(),
             dropped: Family::default(),
+            denied: Family::default(),
+            rate_limited: Family::default(),
             cache_lookups: Family::default(),
             stale_answers: Counter::default(),
             cache_entries: Gauge::default(),
@@ -196,6 +209,16 @@ impl Metrics {
             "queries_dropped",
             "Client messages dropped without an answer (not a DNS query), by transport",
             m.dropped.clone(),
+        );
+        registry.register(
+            "queries_denied",
+            "Client messages from sources not on the access list (clients.allow), by transport",
+            m.denied.clone(),
+        );
+        registry.register(
+            "queries_rate_limited",
+            "UDP queries over their client's rate limit, by action: dropped or slipped (TC reply)",
+            m.rate_limited.clone(),
         );
         registry.register(
             "cache_lookups",
@@ -273,10 +296,7 @@ impl Metrics {
 
     /// A client query on `transport` got `answer` (`None`: dropped unanswered).
     pub fn query(&self, transport: Transport, answer: Option<&[u8]>) {
-        let (index, transport) = match transport {
-            Transport::Udp => (0, "udp"),
-            Transport::Tcp => (1, "tcp"),
-        };
+        let (index, transport) = transport_label(transport);
         match answer {
             Some(wire) => {
                 let rcode = full_rcode(wire);
@@ -295,16 +315,42 @@ impl Metrics {
                 self.totals.answered.fetch_add(1, Ordering::Relaxed);
             }
             None => {
-                self.hot.dropped[index]
-                    .get_or_init(|| {
-                        self.dropped
-                            .get_or_create(&[("transport", transport.into())])
-                            .clone()
-                    })
-                    .inc();
+                inc_hot(
+                    &self.hot.dropped[index],
+                    &self.dropped,
+                    ("transport", transport),
+                );
                 self.totals.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// A message on `transport` came from a source not on the access list.
+    pub fn query_denied(&self, transport: Transport) {
+        let (index, transport) = transport_label(transport);
+        inc_hot(
+            &self.hot.denied[index],
+            &self.denied,
+            ("transport", transport),
+        );
+    }
+
+    /// A UDP query over its client's rate limit was dropped.
+    pub fn rate_limit_drop(&self) {
+        inc_hot(
+            &self.hot.rate_limited[0],
+            &self.rate_limited,
+            ("action", "dropped"),
+        );
+    }
+
+    /// A UDP query over its client's rate limit got an empty truncated reply (a slip).
+    pub fn rate_limit_slip(&self) {
+        inc_hot(
+            &self.hot.rate_limited[1],
+            &self.rate_limited,
+            ("action", "slipped"),
+        );
     }
 
     /// The cache had a fresh answer.
@@ -323,13 +369,11 @@ impl Metrics {
     }
 
     fn cache_lookup(&self, index: usize, result: &str, total: &AtomicU64) {
-        self.hot.cache[index]
-            .get_or_init(|| {
-                self.cache_lookups
-                    .get_or_create(&[("result", result.into())])
-                    .clone()
-            })
-            .inc();
+        inc_hot(
+            &self.hot.cache[index],
+            &self.cache_lookups,
+            ("result", result),
+        );
         total.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -444,6 +488,21 @@ impl Metrics {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// Counts one in the series `label` of the one-label `family`, through the handle kept in
+/// `hot` (the family is looked up only the first time).
+fn inc_hot(hot: &OnceLock<Counter>, family: &Family<One, Counter>, label: (&'static str, &str)) {
+    hot.get_or_init(|| family.get_or_create(&[(label.0, label.1.into())]).clone())
+        .inc();
+}
+
+/// The index of `transport` in the [`Hot`] arrays, and its label.
+fn transport_label(transport: Transport) -> (usize, &'static str) {
+    match transport {
+        Transport::Udp => (0, "udp"),
+        Transport::Tcp => (1, "tcp"),
     }
 }
 
@@ -569,5 +628,36 @@ mod tests {
         }
         assert!(text.ends_with("# EOF\n"));
         assert_eq!(m.totals().queries, 3);
+    }
+
+    #[test]
+    fn denied_and_rate_limited_queries_are_counted_apart_from_answered_ones() {
+        let m = Metrics::new();
+        let text = m.render(&Snapshot::default());
+        assert!(
+            !text.contains("queries_denied"),
+            "nothing counted yet:\n{text}"
+        );
+        for _ in 0..3 {
+            m.query_denied(Transport::Udp);
+        }
+        m.query_denied(Transport::Tcp);
+        for _ in 0..2 {
+            m.rate_limit_drop();
+        }
+        m.rate_limit_slip();
+        let text = m.render(&Snapshot::default());
+        for line in [
+            "# TYPE dnsward_queries_denied counter",
+            "dnsward_queries_denied_total{transport=\"udp\"} 3",
+            "dnsward_queries_denied_total{transport=\"tcp\"} 1",
+            "# TYPE dnsward_queries_rate_limited counter",
+            "dnsward_queries_rate_limited_total{action=\"dropped\"} 2",
+            "dnsward_queries_rate_limited_total{action=\"slipped\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        let totals = m.totals();
+        assert_eq!((totals.queries, totals.dropped), (0, 0));
     }
 }

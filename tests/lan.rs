@@ -1,5 +1,6 @@
 //! Serving a LAN safely, in-process against the real listeners: the access list (REFUSED over
-//! TCP, silence over UDP), per-client rate limiting with slip, and minimal ANY answers.
+//! TCP, silence over UDP), per-client rate limiting with slip, and minimal ANY answers; the
+//! first two are counted in the metrics.
 //!
 //! Every address in 127.0.0.0/8 is this machine, so clients bound to 127.0.0.2 and 127.0.0.3
 //! are distinct sources without any network set-up. The configuration always allows loopback;
@@ -73,6 +74,25 @@ async fn ask_tcp(from: IpAddr, server: SocketAddr, msg: &Message) -> Message {
     parse(&bytes)
 }
 
+/// The proxy's metrics, as `/metrics` renders them.
+fn metrics(proxy: &Proxy) -> String {
+    proxy.service.metrics().render(&proxy.service.snapshot())
+}
+
+/// The value of `sample` (a counter's name and labels, as rendered) in the proxy's metrics; 0
+/// before it is first counted.
+fn counter(proxy: &Proxy, sample: &str) -> f64 {
+    metrics(proxy)
+        .lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.parse().expect("a number"))
+}
+
+const DENIED_UDP: &str = r#"dnsward_queries_denied_total{transport="udp"}"#;
+const DENIED_TCP: &str = r#"dnsward_queries_denied_total{transport="tcp"}"#;
+const RATE_DROPPED: &str = r#"dnsward_queries_rate_limited_total{action="dropped"}"#;
+const RATE_SLIPPED: &str = r#"dnsward_queries_rate_limited_total{action="slipped"}"#;
+
 fn answered_nas(m: &Message) -> bool {
     m.metadata.response_code == ResponseCode::NoError
         && m.answers
@@ -96,6 +116,8 @@ async fn a_source_off_the_access_list_gets_refused_over_tcp_and_nothing_over_udp
     assert!(answered_nas(&got), "{got:?}");
     let got = ask_tcp(source(2), proxy.addr, &q).await;
     assert!(answered_nas(&got), "{got:?}");
+    assert_eq!(counter(&proxy, DENIED_UDP), 0.0);
+    assert_eq!(counter(&proxy, DENIED_TCP), 0.0);
 
     let other = udp_client(source(3), proxy.addr).await;
     assert!(
@@ -111,6 +133,22 @@ async fn a_source_off_the_access_list_gets_refused_over_tcp_and_nothing_over_udp
     // 127.0.0.1 is loopback, but this policy does not list it: nothing is implicit here.
     let got = ask_tcp(source(1), proxy.addr, &q).await;
     assert_eq!(got.metadata.response_code, ResponseCode::Refused);
+
+    // Each message from a source off the list is counted once, by transport, and apart from
+    // the queries answered (the two from 127.0.0.2).
+    assert_eq!(counter(&proxy, DENIED_UDP), 1.0);
+    assert_eq!(counter(&proxy, DENIED_TCP), 2.0);
+    assert_eq!(proxy.service.metrics().totals().queries, 2);
+    assert_eq!(counter(&proxy, RATE_DROPPED), 0.0);
+    // The reference parsers read the family as a counter.
+    if parser_available() {
+        let m = parse_metrics(&metrics(&proxy));
+        assert_eq!(m.kind("dnsward_queries_denied"), Some("counter"));
+        assert_eq!(
+            m.count("dnsward_queries_denied_total", &[("transport", "tcp")]),
+            2.0
+        );
+    }
     proxy.shutdown().await;
 }
 
@@ -149,6 +187,20 @@ async fn a_client_over_its_rate_limit_is_dropped_with_every_second_reply_truncat
         }
     }
     assert_eq!((answered, truncated, silent), (5, 7, 8));
+    assert_eq!(counter(&proxy, RATE_DROPPED), 8.0);
+    assert_eq!(counter(&proxy, RATE_SLIPPED), 7.0);
+    assert_eq!(counter(&proxy, DENIED_UDP), 0.0);
+    if parser_available() {
+        let m = parse_metrics(&metrics(&proxy));
+        assert_eq!(m.kind("dnsward_queries_rate_limited"), Some("counter"));
+        assert_eq!(
+            m.count(
+                "dnsward_queries_rate_limited_total",
+                &[("action", "slipped")]
+            ),
+            7.0
+        );
+    }
     // Another client has a bucket of its own, and TCP (where the slip sends clients) is not
     // limited.
     let other = udp_client(source(3), proxy.addr).await;
@@ -162,6 +214,8 @@ async fn a_client_over_its_rate_limit_is_dropped_with_every_second_reply_truncat
     assert!(answered_nas(&got));
     let got = ask_tcp(source(2), proxy.addr, &query("nas.lan", RecordType::A)).await;
     assert!(answered_nas(&got));
+    assert_eq!(counter(&proxy, RATE_DROPPED), 8.0);
+    assert_eq!(counter(&proxy, RATE_SLIPPED), 7.0);
     proxy.shutdown().await;
 }
 
@@ -189,6 +243,8 @@ async fn exempt_sources_are_not_rate_limited() {
         .expect("loopback is never limited");
         assert!(answered_nas(&got));
     }
+    assert_eq!(counter(&proxy, RATE_DROPPED), 0.0);
+    assert_eq!(counter(&proxy, RATE_SLIPPED), 0.0);
     proxy.shutdown().await;
 }
 

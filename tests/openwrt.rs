@@ -1,6 +1,7 @@
 //! The OpenWrt files: the procd init script is valid shell, and run against the shipped UCI
 //! example (with OpenWrt's config_* and procd_* functions stubbed), it writes a configuration
-//! the real binary accepts and starts dnsward with it as `nobody`.
+//! the real binary accepts and starts dnsward with it as `nobody`; a reload sends SIGHUP, or
+//! restarts dnsward when what changed is read only at start.
 
 mod util;
 
@@ -21,9 +22,8 @@ fn the_init_script_is_valid_shell() {
     );
 }
 
-/// (kind, option, value) of the uncommented `option`/`list` lines of a UCI file, plus the
-/// lines of `extra`.
-fn uci_options(text: &str) -> Vec<(String, String, String)> {
+/// (kind, option, value) of the uncommented `option`/`list` lines of a UCI file.
+fn uci_options(text: &str) -> Vec<Opt> {
     text.lines()
         .filter_map(|line| {
             let mut words = line.trim().splitn(3, char::is_whitespace);
@@ -38,9 +38,11 @@ fn uci_options(text: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
-/// Shell that stands in for OpenWrt's /lib/functions.sh and procd.sh: options live in
-/// variables UCI_<option> (lists newline-separated), procd parameters are printed.
+/// Shell that stands in for OpenWrt's /lib/functions.sh, procd.sh and rc.common: options live
+/// in variables UCI_<option> (lists newline-separated), procd calls are printed, and an
+/// instance counts as running once one is registered (until the service is set again).
 const STUBS: &str = r#"
+exec 2>&1
 config_load() { :; }
 config_get() {
     eval "_v=\${UCI_$3-}"
@@ -61,8 +63,140 @@ config_list_foreach() {
 }
 procd_open_instance() { echo "OPEN"; }
 procd_set_param() { echo "PARAM $*"; }
-procd_close_instance() { echo "CLOSE"; }
+procd_close_instance() { echo "CLOSE"; PROCD_RUNNING=1; }
+procd_running() { [ "$1" = dnsward ] && [ -n "${PROCD_RUNNING-}" ]; }
+procd_send_signal() { echo "SIGNAL $*"; }
+# rc.common for USE_PROCD scripts: start sets the service's instances afresh (procd restarts
+# one whose command or files changed), reload is reload_service if the script has one.
+start() { echo "START"; PROCD_RUNNING=; start_service "$@"; }
+reload() {
+    if type reload_service >/dev/null 2>&1; then reload_service "$@"; else start "$@"; fi
+}
 "#;
+
+/// One UCI `option` or `list` item: (kind, name, value).
+type Opt = (String, String, String);
+
+/// The options of the shipped UCI example.
+fn example() -> Vec<Opt> {
+    uci_options(&std::fs::read_to_string(root().join("dist/openwrt/dnsward.config")).unwrap())
+}
+
+/// Sets option `name` to `value`, or with `None` removes it (all its list items too).
+fn set(options: &mut Vec<Opt>, name: &str, value: Option<&str>) {
+    let kind = options
+        .iter()
+        .find(|(_, n, _)| n == name)
+        .map_or("option", |(k, _, _)| k.as_str())
+        .to_string();
+    options.retain(|(_, n, _)| n != name);
+    if let Some(value) = value {
+        options.push((kind, name.into(), value.into()));
+    }
+}
+
+/// Replaces the items of list `name` with `values`.
+fn set_list(options: &mut Vec<Opt>, name: &str, values: &[&str]) {
+    options.retain(|(_, n, _)| n != name);
+    for value in values {
+        options.push(("list".into(), name.into(), (*value).into()));
+    }
+}
+
+/// A shell session with the init script loaded and OpenWrt stubbed, built up step by step:
+/// set the options, call a function, change the options, call another...
+struct Session {
+    /// The shell script so far.
+    script: String,
+    /// Where the script generates its configuration (in a directory of its own).
+    generated: std::path::PathBuf,
+    /// UCI variables set so far, unset when the options change.
+    set: Vec<String>,
+}
+
+/// What one call in a [`Session`] did.
+struct Call {
+    /// It returned 0.
+    ok: bool,
+    /// What it printed (procd calls included).
+    out: String,
+}
+
+impl Session {
+    fn new() -> Session {
+        let generated = temp_dir("openwrt").join("dnsward.toml");
+        let script = format!(
+            "{STUBS}. '{}'\nPROG='{}'\nGENERATED='{}'\n",
+            root().join("dist/openwrt/dnsward.init").display(),
+            env!("CARGO_BIN_EXE_dnsward"),
+            generated.display()
+        );
+        Session {
+            script,
+            generated,
+            set: Vec::new(),
+        }
+    }
+
+    /// From here on, UCI holds `options` (and nothing else).
+    fn uci(&mut self, options: &[Opt]) {
+        for name in self.set.drain(..) {
+            self.script.push_str(&format!("unset UCI_{name}\n"));
+        }
+        let mut values: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        for (kind, name, value) in options {
+            let items = values.entry(name).or_default();
+            // A list collects its items; an option set twice keeps the last value.
+            if kind != "list" {
+                items.clear();
+            }
+            items.push(value);
+        }
+        for (name, values) in values {
+            self.script
+                .push_str(&format!("UCI_{name}='{}'\n", values.join("\n")));
+            self.set.push(name.to_string());
+        }
+    }
+
+    /// Calls the shell function `name` (start_service, or rc.common's reload).
+    fn call(&mut self, name: &str) {
+        self.script.push_str(&format!(
+            "echo '@@ {name}'\n{name}\necho \"@@ status=$?\"\n"
+        ));
+    }
+
+    /// Runs the session: what each call did, in order.
+    fn run(&self) -> Vec<Call> {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(&self.script);
+        let out = run_bounded(cmd, Duration::from_secs(30));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let mut calls = Vec::new();
+        let mut current: Option<String> = None;
+        for line in stdout.lines() {
+            if line.starts_with("@@ ") && current.is_none() {
+                current = Some(String::new());
+            } else if let Some(status) = line.strip_prefix("@@ status=") {
+                let out = current.take().expect("a call was started");
+                calls.push(Call {
+                    ok: status == "0",
+                    out,
+                });
+            } else if let Some(out) = current.as_mut() {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        assert!(current.is_none(), "a call did not finish:\n{stdout}");
+        calls
+    }
+
+    /// The configuration generated last ("" if none).
+    fn config(&self) -> String {
+        std::fs::read_to_string(&self.generated).unwrap_or_default()
+    }
+}
 
 /// What start_service did.
 struct Started {
@@ -77,43 +211,34 @@ struct Started {
 }
 
 /// Runs start_service with `options` (the UCI example's, changed by `edit`).
-fn start_service(edit: impl FnOnce(&mut Vec<(String, String, String)>)) -> Started {
-    let mut options =
-        uci_options(&std::fs::read_to_string(root().join("dist/openwrt/dnsward.config")).unwrap());
+fn start_service(edit: impl FnOnce(&mut Vec<Opt>)) -> Started {
+    let mut options = example();
     edit(&mut options);
-    let dir = temp_dir("openwrt");
-    let generated = dir.join("dnsward.toml");
-    let mut script = String::from(STUBS);
-    let mut lists: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    for (kind, name, value) in &options {
-        match kind.as_str() {
-            "list" => lists.entry(name.clone()).or_default().push(value.clone()),
-            _ => script.push_str(&format!("UCI_{name}='{value}'\n")),
-        }
-    }
-    for (name, values) in lists {
-        script.push_str(&format!("UCI_{name}='{}'\n", values.join("\n")));
-    }
-    script.push_str(&format!(
-        ". '{}'\nPROG='{}'\nGENERATED='{}'\nstart_service; echo \"status=$?\"\n",
-        root().join("dist/openwrt/dnsward.init").display(),
-        env!("CARGO_BIN_EXE_dnsward"),
-        generated.display()
-    ));
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c").arg(script);
-    let out = run_bounded(cmd, Duration::from_secs(20));
-    let stdout = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut session = Session::new();
+    session.uci(&options);
+    session.call("start_service");
+    let Call { ok, out } = session.run().remove(0);
     Started {
-        ok: stdout.contains("status=0"),
-        config: std::fs::read_to_string(&generated).unwrap_or_default(),
-        out: stdout,
-        generated,
+        ok,
+        out,
+        config: session.config(),
+        generated: session.generated.clone(),
     }
+}
+
+/// Starts with the UCI example, then sets the options `edit` makes of it and reloads: what the
+/// reload did, and the configuration generated last.
+fn reload_after(edit: impl FnOnce(&mut Vec<Opt>)) -> (Call, String) {
+    let mut options = example();
+    let mut session = Session::new();
+    session.uci(&options);
+    session.call("start_service");
+    edit(&mut options);
+    session.uci(&options);
+    session.call("reload");
+    let mut calls = session.run();
+    assert!(calls[0].ok, "{}", calls[0].out);
+    (calls.remove(1), session.config())
 }
 
 #[test]
@@ -155,7 +280,7 @@ fn the_uci_example_starts_dnsward_behind_dnsmasq() {
 
 #[test]
 fn serving_the_lan_needs_the_allow_list() {
-    let lan = |options: &mut Vec<(String, String, String)>| {
+    let lan = |options: &mut Vec<Opt>| {
         options.retain(|(_, name, _)| name != "listen");
         for addr in ["127.0.0.1:53", "192.168.1.1:53"] {
             options.push(("list".into(), "listen".into(), addr.into()));
@@ -212,4 +337,124 @@ fn a_disabled_instance_does_not_start() {
     });
     assert!(ok, "{out}");
     assert!(!out.contains("OPEN"), "{out}");
+}
+
+/// The reload of a running instance that dnsward can take without a restart.
+const SIGHUP: &str = "SIGNAL dnsward * HUP";
+
+#[test]
+fn a_reload_regenerates_the_configuration_and_sends_sighup() {
+    let (reload, config) = reload_after(|options| {
+        set_list(options, "upstream", &["tls://dns.example#192.0.2.1"]);
+        set(options, "hosts_file", None);
+    });
+    assert!(reload.ok, "{}", reload.out);
+    assert!(reload.out.lines().any(|l| l == SIGHUP), "{}", reload.out);
+    assert!(!reload.out.contains("START"), "{}", reload.out);
+    assert!(
+        config.contains("upstreams = [\"tls://dns.example#192.0.2.1\"]"),
+        "{config}"
+    );
+    assert!(!config.contains("hosts-file"), "{config}");
+}
+
+#[test]
+fn a_reload_restarts_dnsward_when_what_it_reads_only_at_start_changed() {
+    type Edit = fn(&mut Vec<Opt>);
+    let changes: [(&str, Edit); 4] = [
+        ("listen", |o| set_list(o, "listen", &["127.0.0.1:5354"])),
+        ("allow", |o| set_list(o, "allow", &["192.168.1.0/24"])),
+        ("rate_limit", |o| set(o, "rate_limit", Some("50"))),
+        ("user", |o| set(o, "user", Some("dnsward"))),
+    ];
+    for (what, edit) in changes {
+        let (reload, _) = reload_after(edit);
+        assert!(reload.ok, "{what}: {}", reload.out);
+        assert!(!reload.out.contains("SIGNAL"), "{what}: {}", reload.out);
+        // rc.common's start sets the instance again; procd restarts it, its command line or
+        // files having changed.
+        assert!(reload.out.starts_with("START\n"), "{what}: {}", reload.out);
+        assert!(
+            reload.out.contains("PARAM command"),
+            "{what}: {}",
+            reload.out
+        );
+    }
+}
+
+#[test]
+fn a_rejected_configuration_is_not_reloaded_and_the_one_in_force_stays() {
+    let (reload, config) = reload_after(|options| {
+        set_list(options, "upstream", &["tls://dns.example#192.0.2.1"]);
+        set_list(options, "listen", &["192.168.1.1:53"]);
+    });
+    assert!(!reload.ok, "{}", reload.out);
+    assert!(reload.out.contains("[clients] allow"), "{}", reload.out);
+    assert!(!reload.out.contains("SIGNAL"), "{}", reload.out);
+    assert!(!reload.out.contains("START"), "{}", reload.out);
+    assert!(config.contains("listen = [\"127.0.0.1:5353\"]"), "{config}");
+    assert!(config.contains("dns.quad9.net"), "{config}");
+}
+
+#[test]
+fn reloading_a_disabled_or_stopped_instance_does_what_procd_would_by_default() {
+    // Disabled on reload: start_service sets no instance, so procd stops the running one.
+    let (reload, _) = reload_after(|options| set(options, "enabled", Some("0")));
+    assert!(reload.ok, "{}", reload.out);
+    assert!(reload.out.starts_with("START\n"), "{}", reload.out);
+    assert!(!reload.out.contains("OPEN"), "{}", reload.out);
+    assert!(!reload.out.contains("SIGNAL"), "{}", reload.out);
+
+    // Enabled on reload: there is nothing to signal, so it is started.
+    let mut options = example();
+    set(&mut options, "enabled", Some("0"));
+    let mut session = Session::new();
+    session.uci(&options);
+    session.call("start_service");
+    set(&mut options, "enabled", Some("1"));
+    session.uci(&options);
+    session.call("reload");
+    let calls = session.run();
+    assert!(!calls[0].out.contains("OPEN"), "{}", calls[0].out);
+    assert!(calls[1].ok, "{}", calls[1].out);
+    assert!(calls[1].out.starts_with("START\n"), "{}", calls[1].out);
+    assert!(calls[1].out.contains("PARAM command"), "{}", calls[1].out);
+    assert!(!calls[1].out.contains("SIGNAL"), "{}", calls[1].out);
+}
+
+#[test]
+fn a_toml_file_of_ones_own_is_reloaded_with_sighup_unless_its_path_or_the_user_changed() {
+    let dir = temp_dir("openwrt-own-reload");
+    let own = dir.join("own.toml");
+    let other = dir.join("other.toml");
+    std::fs::write(&own, "listen = [\"127.0.0.1:5353\"]\n").unwrap();
+    std::fs::write(&other, "listen = [\"127.0.0.1:5353\"]\n").unwrap();
+    let mut options = example();
+    set(&mut options, "config", Some(&own.display().to_string()));
+    let mut session = Session::new();
+    session.uci(&options);
+    session.call("start_service");
+    // Edited in place (here: between the calls, as the session runs).
+    session.script.push_str(&format!(
+        "echo 'upstreams = [\"tls://dns.example#192.0.2.1\"]' >> '{}'\n",
+        own.display()
+    ));
+    session.call("reload");
+    set(&mut options, "config", Some(&other.display().to_string()));
+    session.uci(&options);
+    session.call("reload");
+    let calls = session.run();
+    assert!(calls[0].ok, "{}", calls[0].out);
+    assert!(calls[1].ok, "{}", calls[1].out);
+    assert_eq!(calls[1].out.trim(), SIGHUP);
+    assert!(session.config().is_empty(), "nothing generated");
+    assert!(calls[2].ok, "{}", calls[2].out);
+    assert!(calls[2].out.starts_with("START\n"), "{}", calls[2].out);
+    assert!(
+        calls[2]
+            .out
+            .contains(&format!("--config {} run", other.display())),
+        "{}",
+        calls[2].out
+    );
 }

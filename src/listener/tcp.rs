@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::clients::{self, Admission, ClientPolicy};
+use crate::metrics::Metrics;
 use crate::resolver::Transport;
 use crate::service::Service;
 
@@ -38,6 +39,15 @@ impl Default for TcpLimits {
             idle_timeout: Duration::from_secs(10),
         }
     }
+}
+
+/// What a connection does with its queries, decided once when it is accepted.
+#[derive(Clone)]
+enum Handling {
+    /// Resolve them: the source is on the access list.
+    Resolve(Arc<Service>),
+    /// Answer each REFUSED, and count it, without ever resolving: the source is not.
+    Refuse(Arc<Metrics>),
 }
 
 /// A connection becomes a candidate for closing, when the connection limit is reached, once
@@ -105,7 +115,7 @@ impl Connections {
     async fn serve(
         &self,
         stream: TcpStream,
-        resolver: Option<Arc<Service>>,
+        handling: Handling,
         limits: TcpLimits,
         shutdown: CancellationToken,
     ) {
@@ -125,7 +135,7 @@ impl Connections {
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, live);
         let seen = || last_query.store(self.millis(), Ordering::Relaxed);
-        connection(stream, resolver, limits, close, in_flight, seen).await;
+        connection(stream, handling, limits, close, in_flight, seen).await;
         self.live
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -162,11 +172,11 @@ pub async fn serve(
                 }
             },
         };
-        let resolver = match clients.admit_tcp(peer.ip()) {
-            Admission::Serve => Some(resolver.clone()),
+        let handling = match clients.admit_tcp(peer.ip()) {
+            Admission::Serve => Handling::Resolve(resolver.clone()),
             _ => {
                 debug!(%peer, "TCP client not on the access list; refusing its queries");
-                None
+                Handling::Refuse(resolver.metrics().clone())
             }
         };
         let shutdown = shutdown.clone();
@@ -178,7 +188,7 @@ pub async fn serve(
                 tokio::spawn(async move {
                     let slot = timeout(EVICTION_WAIT, connections.slots.clone().acquire_owned());
                     if let Ok(Ok(permit)) = slot.await {
-                        connections.serve(stream, resolver, limits, shutdown).await;
+                        connections.serve(stream, handling, limits, shutdown).await;
                         drop(permit);
                     }
                 });
@@ -190,19 +200,19 @@ pub async fn serve(
             }
         };
         tokio::spawn(async move {
-            connections.serve(stream, resolver, limits, shutdown).await;
+            connections.serve(stream, handling, limits, shutdown).await;
             drop(permit);
         });
     }
 }
 
 /// Serves one connection: a reader that starts a task per query, and a writer that sends
-/// answers in completion order. Without a resolver (a client not on the access list) every
-/// query is answered REFUSED. `shutdown` closes it (the listener's shutdown, or eviction);
+/// answers in completion order. A client not on the access list has every query answered
+/// REFUSED (and counted as denied). `shutdown` closes it (the listener's shutdown, or eviction);
 /// `in_flight` bounds its queries; `seen` is told of every whole query read.
 async fn connection(
     stream: TcpStream,
-    resolver: Option<Arc<Service>>,
+    handling: Handling,
     limits: TcpLimits,
     shutdown: CancellationToken,
     in_flight: Arc<Semaphore>,
@@ -242,12 +252,15 @@ async fn connection(
                 Err(_) => break,
             },
         };
-        let resolver = resolver.clone();
+        let handling = handling.clone();
         let answers = answers.clone();
         tokio::spawn(async move {
-            let answer = match resolver {
-                Some(resolver) => resolver.handle(&message, Transport::Tcp).await,
-                None => clients::refused(&message),
+            let answer = match handling {
+                Handling::Resolve(resolver) => resolver.handle(&message, Transport::Tcp).await,
+                Handling::Refuse(metrics) => {
+                    metrics.query_denied(Transport::Tcp);
+                    clients::refused(&message)
+                }
             };
             if let Some(answer) = answer {
                 let _ = answers.send(answer).await;

@@ -111,10 +111,22 @@ fn handle(shared: &Arc<Shared>, datagram: &[u8], peer: SocketAddr) {
     } = &**shared;
     match clients.admit_udp(peer.ip(), Instant::now()) {
         Admission::Serve => {}
-        Admission::Refuse | Admission::Drop => return,
+        Admission::Refuse => {
+            resolver.metrics().query_denied(Transport::Udp);
+            return;
+        }
+        Admission::Drop => {
+            resolver.metrics().rate_limit_drop();
+            return;
+        }
         Admission::Slip => {
-            if let Some(reply) = clients::slip(datagram) {
-                let _ = socket.try_send_to(&reply, peer);
+            // Counted as what was done: a message not worth a reply is dropped.
+            match clients::slip(datagram) {
+                Some(reply) => {
+                    resolver.metrics().rate_limit_slip();
+                    let _ = socket.try_send_to(&reply, peer);
+                }
+                None => resolver.metrics().rate_limit_drop(),
             }
             return;
         }
