@@ -1,6 +1,5 @@
 //! What an address is: special-use ("bogon"), a known sinkhole, or an ordinary public one.
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::RwLock;
 
@@ -62,36 +61,92 @@ pub enum Kind {
 /// addresses learned by the audit's probes are added at run time.
 #[derive(Debug)]
 pub struct AddressBook {
-    /// Special-use ranges.
-    special: Vec<(IpNet, &'static str)>,
+    /// Special-use ranges, with why each is special.
+    special: Ranges<&'static str>,
     /// Ranges to treat as public even though they are special-use. Test setups only: it
     /// lets a loopback range stand for public servers.
-    assume_public: Vec<IpNet>,
-    /// Known block pages (shipped list plus the user's).
-    sinkholes: HashSet<IpAddr>,
-    /// Redirect targets learned by NXDOMAIN probes.
-    learned: RwLock<HashSet<IpAddr>>,
+    assume_public: Ranges<()>,
+    /// Known block pages (shipped list plus the user's), sorted.
+    sinkholes: Vec<IpAddr>,
+    /// Redirect targets learned by NXDOMAIN probes, sorted.
+    learned: RwLock<Vec<IpAddr>>,
+}
+
+/// Address ranges as network and mask integers, by family: a lookup is a few integer
+/// comparisons (every forwarded answer's addresses are looked up).
+#[derive(Debug)]
+struct Ranges<T> {
+    v4: Vec<(u32, u32, T)>,
+    v6: Vec<(u128, u128, T)>,
+}
+
+impl<T: Copy> Ranges<T> {
+    fn new(nets: impl IntoIterator<Item = (IpNet, T)>) -> Ranges<T> {
+        let mut ranges = Ranges {
+            v4: Vec::new(),
+            v6: Vec::new(),
+        };
+        for (net, value) in nets {
+            match net {
+                IpNet::V4(net) => {
+                    ranges
+                        .v4
+                        .push((u32::from(net.network()), u32::from(net.netmask()), value))
+                }
+                IpNet::V6(net) => {
+                    ranges
+                        .v6
+                        .push((u128::from(net.network()), u128::from(net.netmask()), value))
+                }
+            }
+        }
+        ranges
+    }
+
+    /// The value of the first range holding `addr`.
+    fn find(&self, addr: IpAddr) -> Option<T> {
+        match addr {
+            IpAddr::V4(v4) => {
+                let a = u32::from(v4);
+                self.v4
+                    .iter()
+                    .find(|&&(net, mask, _)| a & mask == net)
+                    .map(|&(_, _, value)| value)
+            }
+            IpAddr::V6(v6) => {
+                let a = u128::from(v6);
+                self.v6
+                    .iter()
+                    .find(|&&(net, mask, _)| a & mask == net)
+                    .map(|&(_, _, value)| value)
+            }
+        }
+    }
 }
 
 impl AddressBook {
     /// The shipped lists plus the user's `sinkholes`; `assume_public` is for tests.
     pub fn new(extra_sinkholes: &[IpAddr], assume_public: &[IpNet]) -> AddressBook {
-        let special = SPECIAL_USE
-            .iter()
-            .map(|(net, why)| (net.parse().expect("built-in range parses"), *why))
-            .collect();
-        let mut sinkholes: HashSet<IpAddr> = SINKHOLES
+        let special = Ranges::new(
+            SPECIAL_USE
+                .iter()
+                .map(|(net, why)| (net.parse().expect("built-in range parses"), *why)),
+        );
+        let mut sinkholes: Vec<IpAddr> = SINKHOLES
             .lines()
             .map(|line| line.split('#').next().unwrap_or("").trim())
             .filter(|line| !line.is_empty())
             .map(|line| line.parse().expect("built-in sinkhole list parses"))
+            .chain(extra_sinkholes.iter().copied())
+            .map(canonical)
             .collect();
-        sinkholes.extend(extra_sinkholes.iter().copied().map(canonical));
+        sinkholes.sort_unstable();
+        sinkholes.dedup();
         AddressBook {
             special,
-            assume_public: assume_public.to_vec(),
-            sinkholes: sinkholes.into_iter().map(canonical).collect(),
-            learned: RwLock::new(HashSet::new()),
+            assume_public: Ranges::new(assume_public.iter().map(|&net| (net, ()))),
+            sinkholes,
+            learned: RwLock::new(Vec::new()),
         }
     }
 
@@ -100,16 +155,16 @@ impl AddressBook {
     /// NXDOMAIN probes also saw it as a redirect target (the stronger, simpler evidence).
     pub fn kind(&self, addr: IpAddr) -> Kind {
         let addr = canonical(addr);
-        if self.sinkholes.contains(&addr) {
+        if self.sinkholes.binary_search(&addr).is_ok() {
             return Kind::Sinkhole;
         }
-        let assumed_public = self.assume_public.iter().any(|net| net.contains(&addr));
-        if !assumed_public
-            && let Some((_, why)) = self.special.iter().find(|(net, _)| net.contains(&addr))
+        if let Some(why) = self.special.find(addr)
+            && self.assume_public.find(addr).is_none()
         {
             return Kind::SpecialUse(why);
         }
-        if self.learned.read().expect("not poisoned").contains(&addr) {
+        let learned = self.learned.read().expect("not poisoned");
+        if learned.binary_search(&addr).is_ok() {
             return Kind::LearnedRedirect;
         }
         Kind::Public
@@ -124,19 +179,13 @@ impl AddressBook {
     pub fn learn_redirects(&self, addrs: impl IntoIterator<Item = IpAddr>) {
         let mut learned = self.learned.write().expect("not poisoned");
         learned.extend(addrs.into_iter().map(canonical));
+        learned.sort_unstable();
+        learned.dedup();
     }
 
     /// The redirect targets learned so far.
     pub fn learned_redirects(&self) -> Vec<IpAddr> {
-        let mut v: Vec<_> = self
-            .learned
-            .read()
-            .expect("not poisoned")
-            .iter()
-            .copied()
-            .collect();
-        v.sort();
-        v
+        self.learned.read().expect("not poisoned").clone()
     }
 }
 
