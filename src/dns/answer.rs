@@ -85,11 +85,17 @@ impl Answer {
         // records after an OPT (rare) are dropped rather than moved, since moving bytes would
         // break compression pointers into them; additional data is optional (RFC 2181 §9).
         let kept = parsed.opt.unwrap_or(parsed.records.len());
-        let (mut stored, opt_start) = match parsed.opt {
-            None => (wire.to_vec(), None),
+        // The message, then two bytes per TTL offset: allocated once, at its final size.
+        let message_len = parsed.opt.map_or(wire.len(), |i| parsed.records[i].start + 11);
+        let mut stored = Vec::with_capacity(message_len + 2 * kept);
+        let opt_start = match parsed.opt {
+            None => {
+                stored.extend_from_slice(wire);
+                None
+            }
             Some(i) => {
                 let opt = &parsed.records[i];
-                let mut stored = wire[..opt.start].to_vec();
+                stored.extend_from_slice(&wire[..opt.start]);
                 let flags = &wire[opt.ttl_offset..opt.ttl_offset + 4];
                 // A minimal OPT: root owner, our payload size, the upstream's extended RCODE,
                 // version and flags, no options (padding, cookies, NSID stay upstream).
@@ -103,7 +109,7 @@ impl Answer {
                     .filter(|r| r.section == Section::Additional)
                     .count() as u16;
                 stored[10..12].copy_from_slice(&(additional_before + 1).to_be_bytes());
-                (stored, Some(opt.start))
+                Some(opt.start)
             }
         };
         // The original TTLs stay in the stored message (made sane), so only where they are
