@@ -5,12 +5,11 @@
 //! proxy wants to pass an upstream's answer through byte for byte and only patch a few fields
 //! (ID, question case, TTLs). This module walks a message once, validates its framing
 //! (every name and record inside the buffer, compression pointers pointing backwards, names at
-//! most 255 octets) and returns the offsets needed for that patching. It allocates at most one
-//! list of record descriptors (none for up to four records) and never panics on any input.
+//! most 255 octets) and returns the offsets needed for that patching. It never allocates more
+//! than one `Vec` of record descriptors and never panics on any input.
 
 use std::ops::Range;
 
-use smallvec::SmallVec;
 use thiserror::Error;
 
 /// Length of the fixed DNS header (RFC 1035 §4.1.1).
@@ -128,9 +127,8 @@ pub struct Parsed {
     pub question: Option<Question>,
     /// QDCOUNT as found in the header.
     pub qdcount: u16,
-    /// Every record of the answer, authority and additional sections, in order; most
-    /// messages (a query and its OPT, an answer of a few records) need no heap for them.
-    pub records: SmallVec<[Record; 4]>,
+    /// Every record of the answer, authority and additional sections, in order.
+    pub records: Vec<Record>,
     /// Index into `records` of the OPT record, if any.
     pub opt: Option<usize>,
 }
@@ -242,7 +240,7 @@ pub fn parse(wire: &[u8]) -> Result<Parsed, WireError> {
     ];
     // Each record needs at least 11 bytes; cap the allocation by what the buffer can hold.
     let claimed: usize = counts.iter().map(|&(_, n)| n as usize).sum();
-    let mut records = SmallVec::with_capacity(claimed.min(wire.len() / 11));
+    let mut records = Vec::with_capacity(claimed.min(wire.len() / 11));
     let mut opt = None;
     for (section, count) in counts {
         for _ in 0..count {
