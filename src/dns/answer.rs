@@ -86,7 +86,9 @@ impl Answer {
         // break compression pointers into them; additional data is optional (RFC 2181 §9).
         let kept = parsed.opt.unwrap_or(parsed.records.len());
         // The message, then two bytes per TTL offset: allocated once, at its final size.
-        let message_len = parsed.opt.map_or(wire.len(), |i| parsed.records[i].start + 11);
+        let message_len = parsed
+            .opt
+            .map_or(wire.len(), |i| parsed.records[i].start + 11);
         let mut stored = Vec::with_capacity(message_len + 2 * kept);
         let opt_start = match parsed.opt {
             None => {
