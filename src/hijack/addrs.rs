@@ -1,6 +1,7 @@
 //! What an address is: special-use ("bogon"), a known sinkhole, or an ordinary public one.
 
 use std::net::IpAddr;
+use std::ops::BitAnd;
 use std::sync::RwLock;
 
 use ipnet::IpNet;
@@ -106,22 +107,22 @@ impl<T: Copy> Ranges<T> {
     /// The value of the first range holding `addr`.
     fn find(&self, addr: IpAddr) -> Option<T> {
         match addr {
-            IpAddr::V4(v4) => {
-                let a = u32::from(v4);
-                self.v4
-                    .iter()
-                    .find(|&&(net, mask, _)| a & mask == net)
-                    .map(|&(_, _, value)| value)
-            }
-            IpAddr::V6(v6) => {
-                let a = u128::from(v6);
-                self.v6
-                    .iter()
-                    .find(|&&(net, mask, _)| a & mask == net)
-                    .map(|&(_, _, value)| value)
-            }
+            IpAddr::V4(v4) => first_holding(&self.v4, u32::from(v4)),
+            IpAddr::V6(v6) => first_holding(&self.v6, u128::from(v6)),
         }
     }
+}
+
+/// The value of the first `(network, mask, value)` whose network holds `addr`.
+fn first_holding<A, T>(ranges: &[(A, A, T)], addr: A) -> Option<T>
+where
+    A: Copy + BitAnd<Output = A> + PartialEq,
+    T: Copy,
+{
+    ranges
+        .iter()
+        .find(|&&(net, mask, _)| addr & mask == net)
+        .map(|&(_, _, value)| value)
 }
 
 impl AddressBook {
