@@ -390,6 +390,30 @@ mod tests {
     }
 
     #[test]
+    fn every_records_ttl_is_patched_however_many_there_are() {
+        let sent = new_query("many.test", 1, false).unwrap();
+        let addrs: Vec<[u8; 4]> = (1..=12).map(|i| [192, 0, 2, i]).collect();
+        let records: Vec<(u16, u32, &[u8])> = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (1, 100 + i as u32, &a[..]))
+            .collect();
+        let reply = response(&sent, 0, &records, Some((900, 300)));
+        let answer = Answer::new(&reply, &check_answer(&sent, &reply).unwrap());
+        let wire = client("many.test", 7, false);
+        let out = answer.render(&read_query(&wire).unwrap(), |t| t / 2, None);
+        let p = wire::parse(&out).unwrap();
+        let ttls: Vec<u32> = p.records.iter().map(|r| r.ttl).collect();
+        let mut expected: Vec<u32> = (0..12).map(|i| (100 + i) / 2).collect();
+        expected.push(450);
+        assert_eq!(
+            ttls, expected,
+            "12 answers and the SOA, no OPT for this client"
+        );
+        assert_eq!(answer.as_bytes(), &answer.data[..answer.len()]);
+    }
+
+    #[test]
     fn strips_opt_for_clients_without_edns() {
         let sent = new_query("a.test", 1, false).unwrap();
         let reply = response(&sent, 0, &[(1, 300, &[192, 0, 2, 1])], None);
