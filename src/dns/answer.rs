@@ -31,9 +31,7 @@ pub fn check_answer(query: &[u8], answer: &[u8]) -> Result<Parsed, AnswerError> 
     if !header.is_response() || header.opcode() != 0 {
         return Err(AnswerError::NotAResponse);
     }
-    let sent = wire::parse(query)?
-        .question
-        .ok_or(AnswerError::QuestionMismatch)?;
+    let sent = wire::question(query)?.ok_or(AnswerError::QuestionMismatch)?;
     let got = parsed
         .question
         .as_ref()

@@ -213,6 +213,21 @@ impl<'a> Header<'a> {
     }
 }
 
+/// The question of a message holding exactly one, `None` for any other count, read without
+/// walking the records: for a message this program built itself, such as the query it sent
+/// upstream, whose records need no checking.
+pub fn question(wire: &[u8]) -> Result<Option<Question>, WireError> {
+    let header = Header::of(wire).ok_or(WireError::ShortHeader)?;
+    if header.qdcount() != 1 {
+        return Ok(None);
+    }
+    let fields = Fields {
+        question: None,
+        records: &[],
+    };
+    read_question(wire, HEADER_LEN, &fields).map(Some)
+}
+
 /// Walks a whole message. Trailing bytes are an error, as is a second OPT record.
 pub fn parse(wire: &[u8]) -> Result<Parsed, WireError> {
     let header = Header::of(wire).ok_or(WireError::ShortHeader)?;
@@ -484,6 +499,19 @@ mod tests {
         assert_eq!((q.qtype, q.qclass), (TYPE_A, 1));
         assert!(parsed.records.is_empty());
         assert_eq!(name_to_string(&wire[q.name]), "Example.COM.");
+    }
+
+    #[test]
+    fn reads_the_question_alone_as_parse_does() {
+        let wire = query("Example.COM", TYPE_A);
+        assert_eq!(question(&wire).unwrap(), parse(&wire).unwrap().question);
+        let mut none = wire.clone();
+        none[5] = 0;
+        assert_eq!(question(&none[..12]).unwrap(), None, "QDCOUNT 0");
+        none[5] = 2;
+        assert_eq!(question(&none).unwrap(), None, "QDCOUNT 2");
+        assert!(question(&wire[..wire.len() - 1]).is_err(), "cut short");
+        assert_eq!(question(&wire[..5]), Err(WireError::ShortHeader));
     }
 
     #[test]
