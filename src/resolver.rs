@@ -434,13 +434,22 @@ struct Fetch {
 impl Fetch {
     /// Asks the router, checks and caches the answer.
     async fn run(self) -> Result<Arc<Entry>, RouteError> {
-        let wire = match &self.via {
+        // Both paths return only answers that passed `check_answer` against this query, so
+        // parsing once more for the record offsets (used by the checks and the cache) is all
+        // that is left to do.
+        let parse = |wire: &[u8]| {
+            dns::wire::parse(wire).map_err(|e| {
+                RouteError::AllFailed(vec![("answer".into(), AnswerError::from(e).into())])
+            })
+        };
+        let (wire, parsed) = match &self.via {
             Via::Router(router) => {
                 let (wire, index) = router.exchange(&self.upstream_query).await?;
+                let parsed = parse(&wire)?;
                 if let Some((inspector, name, qtype)) = &self.inspection
                     && let Some(upstream) = router.upstream(index)
                 {
-                    if let Some(reasons) = inspector.check(name, *qtype, &wire, upstream) {
+                    if let Some(reasons) = inspector.check(name, *qtype, &wire, &parsed, upstream) {
                         let codes: Vec<&str> = reasons.iter().map(|r| r.as_str()).collect();
                         return Err(RouteError::Blocked(codes.join(",")));
                     }
@@ -453,18 +462,16 @@ impl Fetch {
                         *qtype,
                     );
                 }
-                wire
+                (wire, parsed)
             }
-            Via::Plain(client) => client
-                .exchange(&self.upstream_query)
-                .await
-                .map_err(|e| RouteError::AllFailed(vec![(format!("{:?}", client.servers()), e)]))?,
+            Via::Plain(client) => {
+                let wire = client.exchange(&self.upstream_query).await.map_err(|e| {
+                    RouteError::AllFailed(vec![(format!("{:?}", client.servers()), e)])
+                })?;
+                let parsed = parse(&wire)?;
+                (wire, parsed)
+            }
         };
-        // Both paths return only answers that passed `check_answer` against this query, so
-        // parsing once more for the record offsets is all that is left to do.
-        let parsed = dns::wire::parse(&wire).map_err(|e| {
-            RouteError::AllFailed(vec![("answer".into(), AnswerError::from(e).into())])
-        })?;
         let answer = Answer::new(&wire, &parsed);
         Ok(self.cache.insert(self.key, answer, self.clock.now()))
     }

@@ -20,7 +20,7 @@ use serde::Serialize;
 use super::addrs::{AddressBook, Allowlist, Kind};
 use super::verify::{TlsCheck, Verifier};
 use super::{Finding, Reason, Verdict};
-use crate::dns::wire::{self, Header, Section};
+use crate::dns::wire::{self, Header, Parsed, Section};
 
 /// DNS response codes the classifier distinguishes.
 pub const NOERROR: u8 = 0;
@@ -42,7 +42,11 @@ pub struct Reply {
 
 /// The rcode and the addresses in the answer section of a reply.
 pub fn reply_of(answer: &[u8]) -> Option<Reply> {
-    let parsed = wire::parse(answer).ok()?;
+    reply_from(answer, &wire::parse(answer).ok()?)
+}
+
+/// As [`reply_of`], for a reply already parsed.
+pub fn reply_from(answer: &[u8], parsed: &Parsed) -> Option<Reply> {
     let header = Header::of(answer)?;
     let addrs: BTreeSet<IpAddr> = parsed
         .section(Section::Answer)

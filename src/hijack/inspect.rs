@@ -22,13 +22,13 @@ use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use super::addrs::{AddressBook, Allowlist, Kind};
-use super::classify::{self, Context, Plain, reply_of};
+use super::classify::{self, Context, Plain, reply_from, reply_of};
 use super::config::{Action, HijackSettings};
 use super::log::{HijackLog, timestamp};
 use super::recent::RecentNames;
 use super::verify::Verifier;
 use super::{Finding, Reason, Verdict};
-use crate::dns::wire::{TYPE_A, TYPE_AAAA};
+use crate::dns::wire::{Parsed, TYPE_A, TYPE_AAAA};
 use crate::router::Router;
 use crate::upstream::Upstream;
 use crate::upstream::pin::format_pin;
@@ -184,19 +184,20 @@ impl Inspector {
         self
     }
 
-    /// Checks `answer` (from `upstream`) to `name`/`qtype`. Returns the reasons when the
-    /// policy says to block the answer.
+    /// Checks `answer` (from `upstream`, `parsed` its records) to `name`/`qtype`. Returns the
+    /// reasons when the policy says to block the answer.
     pub fn check(
         &self,
         name: &str,
         qtype: u16,
         answer: &[u8],
+        parsed: &Parsed,
         upstream: &Upstream,
     ) -> Option<Vec<Reason>> {
         if qtype != TYPE_A && qtype != TYPE_AAAA {
             return None;
         }
-        let reply = reply_of(answer)?;
+        let reply = reply_from(answer, parsed)?;
         if reply.addrs.is_empty() {
             return None;
         }
