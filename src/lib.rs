@@ -15,6 +15,7 @@
 //! (swapped whole when SIGHUP reloads the configuration) and the process-wide [`metrics`];
 //! the optional [`control`] endpoint serves health, metrics, stats and cache flushes from it.
 
+pub mod allocator;
 pub mod cache;
 pub mod captive;
 pub mod cli;
