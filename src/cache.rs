@@ -65,6 +65,13 @@ impl Key {
     }
 }
 
+impl Key {
+    /// The question's name in wire form, lower-cased.
+    pub fn name(&self) -> &[u8] {
+        &self.name
+    }
+}
+
 impl Hash for Key {
     fn hash<H: Hasher>(&self, state: &mut H) {
         state.write_u64(self.hash);

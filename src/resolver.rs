@@ -407,7 +407,7 @@ impl Resolver {
             .inspector
             .as_ref()
             .filter(|_| query.question.qclass == 1)
-            .map(|i| (i.clone(), query.name_string(), query.question.qtype));
+            .map(|i| (i.clone(), query.question.qtype));
         Fetch {
             cache: self.cache.clone(),
             via,
@@ -427,8 +427,8 @@ struct Fetch {
     clock: Clock,
     key: Key,
     upstream_query: Vec<u8>,
-    /// The hijack checks, with the name and type they need.
-    inspection: Option<(Arc<Inspector>, String, u16)>,
+    /// The hijack checks, with the question type (the name is the key's).
+    inspection: Option<(Arc<Inspector>, u16)>,
 }
 
 impl Fetch {
@@ -446,9 +446,10 @@ impl Fetch {
             Via::Router(router) => {
                 let (wire, index) = router.exchange(&self.upstream_query).await?;
                 let parsed = parse(&wire)?;
-                if let Some((inspector, name, qtype)) = &self.inspection
+                if let Some((inspector, qtype)) = &self.inspection
                     && let Some(upstream) = router.upstream(index)
                 {
+                    let name = self.key.name();
                     if let Some(reasons) = inspector.check(name, *qtype, &wire, &parsed, upstream) {
                         let codes: Vec<&str> = reasons.iter().map(|r| r.as_str()).collect();
                         return Err(RouteError::Blocked(codes.join(",")));

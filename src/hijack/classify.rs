@@ -48,25 +48,27 @@ pub fn reply_of(answer: &[u8]) -> Option<Reply> {
 /// As [`reply_of`], for a reply already parsed.
 pub fn reply_from(answer: &[u8], parsed: &Parsed) -> Option<Reply> {
     let header = Header::of(answer)?;
-    let addrs: BTreeSet<IpAddr> = parsed
-        .section(Section::Answer)
-        .filter_map(|r| {
-            let rdata = &answer[r.rdata.clone()];
-            match (r.rtype, rdata.len()) {
-                (wire::TYPE_A, 4) => Some(IpAddr::V4(Ipv4Addr::new(
-                    rdata[0], rdata[1], rdata[2], rdata[3],
-                ))),
-                (wire::TYPE_AAAA, 16) => {
-                    let octets: [u8; 16] = rdata.try_into().ok()?;
-                    Some(IpAddr::V6(Ipv6Addr::from(octets)))
-                }
-                _ => None,
-            }
-        })
-        .collect();
     Some(Reply {
         rcode: header.rcode(),
-        addrs,
+        addrs: answer_addrs(answer, parsed).collect(),
+    })
+}
+
+/// The A and AAAA addresses in the answer section of a parsed reply, in order, without
+/// collecting them.
+pub fn answer_addrs<'a>(answer: &'a [u8], parsed: &'a Parsed) -> impl Iterator<Item = IpAddr> + 'a {
+    parsed.section(Section::Answer).filter_map(|r| {
+        let rdata = answer.get(r.rdata.clone())?;
+        match (r.rtype, rdata.len()) {
+            (wire::TYPE_A, 4) => Some(IpAddr::V4(Ipv4Addr::new(
+                rdata[0], rdata[1], rdata[2], rdata[3],
+            ))),
+            (wire::TYPE_AAAA, 16) => {
+                let octets: [u8; 16] = rdata.try_into().ok()?;
+                Some(IpAddr::V6(Ipv6Addr::from(octets)))
+            }
+            _ => None,
+        }
     })
 }
 

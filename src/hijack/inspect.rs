@@ -12,6 +12,7 @@
 //! Findings go to the hijack log and to tracing; the configured policy decides whether the
 //! answer is still served (`log`, the default) or replaced by REFUSED (`block`).
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -22,13 +23,13 @@ use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use super::addrs::{AddressBook, Allowlist, Kind};
-use super::classify::{self, Context, Plain, reply_from, reply_of};
+use super::classify::{self, Context, Plain, answer_addrs, reply_of};
 use super::config::{Action, HijackSettings};
 use super::log::{HijackLog, timestamp};
 use super::recent::RecentNames;
 use super::verify::Verifier;
 use super::{Finding, Reason, Verdict};
-use crate::dns::wire::{Parsed, TYPE_A, TYPE_AAAA};
+use crate::dns::wire::{self, Parsed, TYPE_A, TYPE_AAAA};
 use crate::router::Router;
 use crate::upstream::Upstream;
 use crate::upstream::pin::format_pin;
@@ -184,11 +185,11 @@ impl Inspector {
         self
     }
 
-    /// Checks `answer` (from `upstream`, `parsed` its records) to `name`/`qtype`. Returns the
-    /// reasons when the policy says to block the answer.
+    /// Checks `answer` (from `upstream`, `parsed` its records) to `name`/`qtype`, `name` in
+    /// wire form. Returns the reasons when the policy says to block the answer.
     pub fn check(
         &self,
-        name: &str,
+        name: &[u8],
         qtype: u16,
         answer: &[u8],
         parsed: &Parsed,
@@ -197,16 +198,13 @@ impl Inspector {
         if qtype != TYPE_A && qtype != TYPE_AAAA {
             return None;
         }
-        let reply = reply_from(answer, parsed)?;
-        if reply.addrs.is_empty() {
-            return None;
-        }
         let mut finding = Finding {
             verdict: Verdict::Consistent,
             reasons: Vec::new(),
         };
-        let (mut public, mut special) = (false, false);
-        for &addr in &reply.addrs {
+        let (mut any, mut public, mut special) = (false, false, false);
+        for addr in answer_addrs(answer, parsed) {
+            any = true;
             match self.book.kind(addr) {
                 Kind::Sinkhole => finding.add(Verdict::Hijacked, Reason::SinkholeIp),
                 Kind::LearnedRedirect => finding.add(Verdict::Hijacked, Reason::NxdomainRewrite),
@@ -219,6 +217,9 @@ impl Inspector {
                 Kind::Public => public = true,
             }
         }
+        if !any {
+            return None;
+        }
         let now = Instant::now();
         if special && self.seen_public.contains(name, now) {
             finding.add(Verdict::Suspicious, Reason::Rebinding);
@@ -227,17 +228,25 @@ impl Inspector {
             self.seen_public.insert(name, now);
         }
         // The common case, public addresses only, ends here without allocating.
-        if finding.reasons.is_empty() || self.allow.covers(name) {
+        if finding.reasons.is_empty() {
             return None;
         }
-        let key = name.trim_end_matches('.').to_ascii_lowercase();
+        let text = wire::name_to_string(name);
+        if self.allow.covers(&text) {
+            return None;
+        }
+        let key = text.trim_end_matches('.').to_ascii_lowercase();
         let action = self.settings.action_for(&finding.reasons);
         self.report(
             "answer-check",
             &key,
             qtype,
             upstream,
-            reply.addrs.iter().copied().collect(),
+            // Sorted, without repeats, as the audit reports them.
+            answer_addrs(answer, parsed)
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
             &finding,
             action,
             None,
@@ -253,7 +262,7 @@ impl Inspector {
         index: usize,
         query: &[u8],
         answer: Bytes,
-        name: &str,
+        name: &[u8],
         qtype: u16,
     ) {
         let fraction = self.settings.cross_check;
@@ -273,7 +282,7 @@ impl Inspector {
             self.clone(),
             router.clone(),
             query.to_vec(),
-            name.to_string(),
+            wire::name_to_string(name),
         );
         tokio::spawn(async move {
             let work = me.cross_check(&router, index, other, &query, &answer, &name, qtype);
