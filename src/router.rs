@@ -279,35 +279,44 @@ impl Router {
         if order.is_empty() {
             return Err(RouteError::NoUpstreams);
         }
-        let deadline = Instant::now() + self.options.query_timeout;
+        let start = Instant::now();
+        let deadline = start + self.options.query_timeout;
+        let attempt_timeout = self.options.attempt_timeout;
         let mut pending = FuturesUnordered::new();
         let mut started: SmallVec<[(usize, Instant); 4]> = SmallVec::new();
         let mut errors = Vec::new();
         let mut servfail = None;
-        let mut next = 0;
-        let attempt = |index: usize| {
+        let attempt = |index: usize, sent: Instant| {
             let slot = &self.slots[index];
-            async move {
-                let sent = Instant::now();
-                (index, sent, slot.upstream.exchange(query).await)
+            async move { (index, sent, slot.upstream.exchange(query).await) }
+        };
+        pending.push(attempt(order[0], start));
+        started.push((order[0], start));
+        let mut next = 1;
+        // One timer: when the newest attempt becomes slow, while another upstream is left to
+        // ask (hedging); past that, the deadline.
+        let wake = |newest: Instant, next: usize| {
+            if next < order.len() {
+                (newest + attempt_timeout).min(deadline)
+            } else {
+                deadline
             }
         };
-        pending.push(attempt(order[0]));
-        started.push((order[0], Instant::now()));
-        next += 1;
-        let result = loop {
-            let hedge_at = Instant::now() + self.options.attempt_timeout;
+        let timer = sleep_until(wake(start, next));
+        tokio::pin!(timer);
+        let (result, now) = loop {
             tokio::select! {
                 // An attempt finished: take a good answer, or move on from a failure at once.
                 Some((index, sent, result)) = pending.next() => {
+                    let now = Instant::now();
                     started.retain(|&mut (i, _)| i != index);
                     match result {
                         Ok(answer) => {
-                            self.succeeded(index, sent.elapsed());
+                            self.succeeded(index, now - sent, now);
                             if index != order[0] {
                                 self.metrics.failover();
                             }
-                            break Ok((answer, index));
+                            break (Ok((answer, index)), now);
                         }
                         Err(error) => {
                             self.failed(index, &error, false);
@@ -316,33 +325,36 @@ impl Router {
                             }
                             errors.push((self.slots[index].upstream.spec().url.clone(), error));
                             if next < order.len() {
-                                pending.push(attempt(order[next]));
-                                started.push((order[next], Instant::now()));
+                                pending.push(attempt(order[next], now));
+                                started.push((order[next], now));
                                 next += 1;
+                                timer.as_mut().reset(wake(now, next));
                             } else if pending.is_empty() {
                                 // Nobody did better than SERVFAIL: pass that answer on.
-                                break servfail.take().ok_or(RouteError::AllFailed(errors));
+                                break (servfail.take().ok_or(RouteError::AllFailed(errors)), now);
                             }
                         }
                     }
                 }
-                // The newest attempt is slow: ask the next upstream too (hedging).
-                _ = sleep_until(hedge_at), if next < order.len() => {
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        // Out of time: the client gets SERVFAIL now rather than a timeout.
+                        break (servfail.take().ok_or(RouteError::Deadline(self.options.query_timeout)), now);
+                    }
+                    // The newest attempt is slow: ask the next upstream too (hedging).
                     debug!(upstream = %self.slots[order[next - 1]].upstream.spec(), "slow upstream; hedging");
                     self.metrics.hedge();
-                    pending.push(attempt(order[next]));
-                    started.push((order[next], Instant::now()));
+                    pending.push(attempt(order[next], now));
+                    started.push((order[next], now));
                     next += 1;
-                }
-                // Out of time: the client gets SERVFAIL now rather than a timeout.
-                _ = sleep_until(deadline) => {
-                    break servfail.take().ok_or(RouteError::Deadline(self.options.query_timeout));
+                    timer.as_mut().reset(wake(now, next));
                 }
             }
         };
         // Attempts still outstanding past the attempt timeout count as timeouts.
         for (index, since) in started {
-            if since.elapsed() >= self.options.attempt_timeout {
+            if now - since >= attempt_timeout {
                 self.failed(index, &UpstreamError::Timeout, false);
             }
         }
@@ -376,14 +388,13 @@ impl Router {
         ranked.into_iter().map(|(i, _)| i).collect()
     }
 
-    fn succeeded(&self, index: usize, rtt: Duration) {
+    fn succeeded(&self, index: usize, rtt: Duration, now: Instant) {
         let slot = &self.slots[index];
         slot.latency
             .get_or_init(|| self.metrics.upstream_latency(&slot.upstream.spec().url))
             .observe(rtt.as_secs_f64());
         let mut h = slot.health.lock().unwrap_or_else(|e| e.into_inner());
         let sample = rtt.as_micros() as f64;
-        let now = Instant::now();
         h.last_success = Some(now);
         h.srtt_us = Some(match h.effective_srtt(now) {
             Some(s) => s + SRTT_GAIN * (sample - s),
@@ -508,7 +519,8 @@ impl Router {
                     let limit = router.options.query_timeout;
                     match tokio::time::timeout(limit, slot.upstream.exchange(&probe)).await {
                         Ok(Ok(_)) | Ok(Err(UpstreamError::ServFail(_))) => {
-                            router.succeeded(index, sent.elapsed())
+                            let now = Instant::now();
+                            router.succeeded(index, now - sent, now)
                         }
                         Ok(Err(e)) => router.failed(index, &e, true),
                         Err(_) => router.failed(index, &UpstreamError::Timeout, true),

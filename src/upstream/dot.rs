@@ -115,6 +115,9 @@ impl Drop for Registration<'_> {
         let mut waiting = self.conn.waiting.lock().unwrap_or_else(|e| e.into_inner());
         waiting.by_id.remove(&self.id);
         drop(waiting);
+        if self.answered {
+            return;
+        }
         // A query abandoned after a long wait on a connection that has delivered nothing since
         // it was sent: the peer is gone without a FIN (network change, NAT timeout, blackhole).
         // Close it so the next query reconnects instead of waiting on it too.
@@ -123,7 +126,7 @@ impl Drop for Registration<'_> {
             .last_read
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if !self.answered && self.sent.elapsed() >= STALLED_AFTER && last_read < self.sent {
+        if self.sent.elapsed() >= STALLED_AFTER && last_read < self.sent {
             debug!("DoT connection stalled; closing it");
             self.conn.close();
         }
