@@ -434,23 +434,16 @@ struct Fetch {
 impl Fetch {
     /// Asks the router, checks and caches the answer.
     async fn run(self) -> Result<Arc<Entry>, RouteError> {
-        // Both paths return only answers that passed `check_answer` against this query, so
-        // parsing once more for the record offsets (used by the checks and the cache) is all
-        // that is left to do.
-        let parse = |wire: &[u8]| {
-            dns::wire::parse(wire).map_err(|e| {
-                RouteError::AllFailed(vec![("answer".into(), AnswerError::from(e).into())])
-            })
-        };
-        let (wire, parsed) = match &self.via {
+        let answer = match &self.via {
             Via::Router(router) => {
-                let (wire, index) = router.exchange(&self.upstream_query).await?;
-                let parsed = parse(&wire)?;
+                // Checked against the query and parsed by the upstream layer.
+                let (answer, index) = router.exchange(&self.upstream_query).await?;
                 if let Some((inspector, qtype)) = &self.inspection
                     && let Some(upstream) = router.upstream(index)
                 {
                     let name = self.key.name();
-                    if let Some(reasons) = inspector.check(name, *qtype, &wire, &parsed, upstream) {
+                    let (wire, parsed) = (&answer.wire, &answer.parsed);
+                    if let Some(reasons) = inspector.check(name, *qtype, wire, parsed, upstream) {
                         let codes: Vec<&str> = reasons.iter().map(|r| r.as_str()).collect();
                         return Err(RouteError::Blocked(codes.join(",")));
                     }
@@ -463,17 +456,20 @@ impl Fetch {
                         *qtype,
                     );
                 }
-                (wire, parsed)
+                Answer::new(&answer.wire, &answer.parsed)
             }
             Via::Plain(client) => {
                 let wire = client.exchange(&self.upstream_query).await.map_err(|e| {
                     RouteError::AllFailed(vec![(format!("{:?}", client.servers()), e)])
                 })?;
-                let parsed = parse(&wire)?;
-                (wire, parsed)
+                // Passed `check_answer` against this query: parsing once more finds the
+                // record offsets the cache needs.
+                let parsed = dns::wire::parse(&wire).map_err(|e| {
+                    RouteError::AllFailed(vec![("answer".into(), AnswerError::from(e).into())])
+                })?;
+                Answer::new(&wire, &parsed)
             }
         };
-        let answer = Answer::new(&wire, &parsed);
         Ok(self.cache.insert(self.key, answer, self.clock.now()))
     }
 }

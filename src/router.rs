@@ -11,7 +11,6 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use prometheus_client::metrics::histogram::Histogram;
 use smallvec::SmallVec;
@@ -21,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::dns::new_query;
 use crate::metrics::Metrics;
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::{Upstream, UpstreamAnswer, UpstreamError};
 
 /// How upstreams are ordered for each query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -274,7 +273,7 @@ impl Router {
 
     /// Sends `query` (ID 0) upstream and returns the first checked answer, with the index
     /// of the upstream that gave it.
-    pub async fn exchange(&self, query: &[u8]) -> Result<(Bytes, usize), RouteError> {
+    pub async fn exchange(&self, query: &[u8]) -> Result<(UpstreamAnswer, usize), RouteError> {
         let order = self.order();
         if order.is_empty() {
             return Err(RouteError::NoUpstreams);

@@ -15,6 +15,7 @@ pub mod tls;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Deref;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use thiserror::Error;
 
+use crate::dns::wire::Parsed;
 use crate::dns::{AnswerError, check_answer};
 use bootstrap::Endpoint;
 
@@ -212,7 +214,25 @@ pub enum UpstreamError {
     /// (a DNSSEC failure is SERVFAIL everywhere), so it is not held against its health. The
     /// answer is kept to pass on if no upstream does better.
     #[error("upstream answered SERVFAIL")]
-    ServFail(Bytes),
+    ServFail(UpstreamAnswer),
+}
+
+/// An upstream's answer that passed [`check_reply`] against the query sent, with its records
+/// found, so nothing after it parses the message again. Reads as the message's bytes.
+#[derive(Debug, Clone)]
+pub struct UpstreamAnswer {
+    /// The message as received.
+    pub wire: Bytes,
+    /// Its records, found by the check.
+    pub parsed: Parsed,
+}
+
+impl Deref for UpstreamAnswer {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.wire
+    }
 }
 
 impl UpstreamError {
@@ -333,7 +353,7 @@ impl Upstream {
     }
 
     /// Sends `query` (ID ignored) and returns the checked answer; its ID is unspecified.
-    pub async fn exchange(&self, query: &[u8]) -> Result<Bytes, UpstreamError> {
+    pub async fn exchange(&self, query: &[u8]) -> Result<UpstreamAnswer, UpstreamError> {
         let answer = match &self.client {
             Client::Doh(c) => c.exchange(query).await?,
             Client::Dot(c) => c.exchange(query).await?,
@@ -344,9 +364,14 @@ impl Upstream {
 
 /// Checks an upstream's `answer` against the `query` sent, and sorts out the answers that
 /// should make the router ask elsewhere (SERVFAIL, REFUSED).
-pub fn check_reply(query: &[u8], answer: Bytes) -> Result<Bytes, UpstreamError> {
-    check_answer(query, &answer)?;
-    match answer[3] & 0x0f {
+pub fn check_reply(query: &[u8], answer: Bytes) -> Result<UpstreamAnswer, UpstreamError> {
+    let parsed = check_answer(query, &answer)?;
+    let rcode = answer[3] & 0x0f;
+    let answer = UpstreamAnswer {
+        wire: answer,
+        parsed,
+    };
+    match rcode {
         2 => Err(UpstreamError::ServFail(answer)),
         5 => Err(UpstreamError::Refused),
         _ => Ok(answer),
