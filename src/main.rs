@@ -18,6 +18,9 @@ use dnsward::listener::Sockets;
 use dnsward::logging::{self, LogFormat};
 use dnsward::service::{ConfigSource, Service};
 
+#[global_allocator]
+static ALLOCATOR: dnsward::allocator::MiMalloc = dnsward::allocator::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = match (cli.quiet, cli.verbose) {
@@ -84,8 +87,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// The async runtime: one thread when the process may use one CPU (a pinned proxy, a
+/// single-core router), where a work-stealing pool would only add cross-thread wake-ups;
+/// otherwise one worker per CPU.
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut builder = if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")
