@@ -641,19 +641,26 @@ async fn a_client_that_never_reads_does_not_lock_out_others() {
     for _ in 0..2_000 {
         burst.extend([0, 12, 0xab, 0xcd, 0x01, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
     }
-    // Write until the buffers are full and the proxy stops reading (bounded: 200 bursts).
-    let mut stuck = false;
-    for _ in 0..200 {
-        if tokio::time::timeout(Duration::from_millis(300), hog.write_all(&burst))
-            .await
-            .is_err()
-        {
-            stuck = true;
-            break;
+    // Write until the proxy stops reading (the writes block) or drops the hog (they fail).
+    // Which comes first depends on the kernel: the proxy's receive buffer can grow to
+    // tcp_rmem's maximum (6 MB by default, 32 MB on some kernels) and hold the hog's bursts
+    // after the proxy has stopped reading. The bound is twice what the proxy's buffers can
+    // hold, in bursts.
+    let room = kernel_max("tcp_rmem") + kernel_max("tcp_wmem");
+    let bursts = (2 * room / burst.len()).max(200);
+    let mut stopped = false;
+    for _ in 0..bursts {
+        match tokio::time::timeout(Duration::from_millis(300), hog.write_all(&burst)).await {
+            Ok(Ok(())) => {}
+            // Blocked: the proxy no longer reads. Failed: the proxy ended the connection.
+            Err(_) | Ok(Err(_)) => {
+                stopped = true;
+                break;
+            }
         }
     }
     assert!(
-        stuck,
+        stopped,
         "the proxy kept reading without its answers being read"
     );
     // The hog stays connected and silent; its slot must come free (a few idle timeouts once
@@ -680,6 +687,15 @@ async fn a_client_that_never_reads_does_not_lock_out_others() {
     };
     assert_eq!(answer.answers.len(), 2);
     drop(hog);
+}
+
+/// The largest buffer the kernel lets a TCP socket grow to, from `/proc/sys/net/ipv4/NAME`
+/// (its third field), or 6 MB where that cannot be read.
+fn kernel_max(name: &str) -> usize {
+    std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}"))
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(6 << 20)
 }
 
 /// Regression (review #11): an upstream answering SERVFAIL is asked no more for that query,
