@@ -159,6 +159,14 @@ impl Service {
         }
     }
 
+    /// Answers (and counts) a query that arrived cut short, of which `prefix` is the start:
+    /// see [`dns::too_large`].
+    pub fn oversized(&self, prefix: &[u8], transport: Transport) -> Option<Vec<u8>> {
+        let answer = crate::dns::too_large(prefix);
+        self.metrics.query(transport, answer.as_deref());
+        answer
+    }
+
     /// Finishes `message` where [`Service::begin`] left it, with the same resolver (a reload
     /// in between does not change how one query is answered), and counts it.
     pub async fn resume(

@@ -443,6 +443,28 @@ async fn malformed_input_gets_formerr_or_is_dropped_and_service_continues() {
     // A zone transfer: REFUSED.
     let a = tcp(proxy.addr, &query("test", RecordType::AXFR)).await;
     assert_eq!(a.metadata.response_code, ResponseCode::Refused);
+    // A well-formed query longer than the 4,096 bytes read per UDP datagram (an OPT record
+    // with 5,000 bytes of padding): FORMERR with its ID over UDP, answered over TCP.
+    let mut big = wire(&query("a.test", RecordType::A));
+    big[10..12].copy_from_slice(&1u16.to_be_bytes());
+    let padding = 5_000u16;
+    big.extend([0, 0, 41, 0x10, 0x00, 0, 0, 0, 0]);
+    big.extend((padding + 4).to_be_bytes());
+    big.extend(12u16.to_be_bytes());
+    big.extend(padding.to_be_bytes());
+    big.extend(std::iter::repeat_n(0u8, usize::from(padding)));
+    let a = parse(&udp_exchange(proxy.addr, &big).await.expect("FORMERR"));
+    assert_eq!(
+        (a.metadata.id, a.metadata.response_code),
+        (u16::from_be_bytes([big[0], big[1]]), ResponseCode::FormErr)
+    );
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    write_framed(&mut stream, &big).await.unwrap();
+    let a = parse(&read_framed(&mut stream).await.unwrap());
+    assert_eq!(
+        (a.metadata.response_code, a.answers.len()),
+        (ResponseCode::NoError, 2)
+    );
     // Random bytes of every length up to 100, over UDP and TCP: never a crash.
     let mut seed = 0x2545f491u32;
     for len in 0..100usize {

@@ -9,5 +9,5 @@ pub mod wire;
 
 pub use answer::{Answer, AnswerError, check_answer};
 pub use query::{
-    ClientQuery, Rcode, Rejected, error_response, new_query, read_query, upstream_query,
+    ClientQuery, Rcode, Rejected, error_response, new_query, read_query, too_large, upstream_query,
 };

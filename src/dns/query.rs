@@ -126,6 +126,17 @@ pub fn read_query(wire: &[u8]) -> Result<ClientQuery<'_>, Rejected> {
     })
 }
 
+/// Answers a query that arrived cut short because it was larger than dnsward reads (see
+/// [`crate::listener::batch::SLOT`]): FORMERR with the header alone, since what follows it
+/// cannot be trusted. Nothing for a response or a message without a header, as for any other.
+pub fn too_large(prefix: &[u8]) -> Option<Vec<u8>> {
+    let header = Header::of(prefix)?;
+    if header.is_response() {
+        return None;
+    }
+    Some(error_response(prefix, None, None, Rcode::FormErr))
+}
+
 /// Builds a response carrying only a header, the question (when known) and an OPT record
 /// (when the query had one), with `rcode` set. `query` must hold at least a header.
 pub fn error_response(

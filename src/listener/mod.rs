@@ -1,5 +1,6 @@
 //! Plaintext DNS listeners: UDP ([`udp`]) and TCP ([`tcp`]) on the same addresses.
 
+pub mod batch;
 pub mod tcp;
 pub mod udp;
 

@@ -10,12 +10,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::batch::{Datagram, Inbox, Outbox};
 use crate::clients::{self, Admission, ClientPolicy};
 use crate::resolver::Transport;
 use crate::service::{Resume, Service};
-
-/// Largest datagram read; bigger ones are cut by the kernel and then fail to parse.
-const MAX_DATAGRAM: usize = 65_535;
 
 /// What is left to do for a datagram once the listener has looked at it.
 enum Work {
@@ -72,11 +70,14 @@ struct Shared {
 
 /// One receiving task: reads datagrams and answers or hands them on, until shutdown.
 ///
-/// Once the socket is readable it takes datagrams until none is left, without a future per
-/// datagram; tokio's task budget still makes it yield now and then, so the tasks resolving
-/// misses on the same thread get their turn as they did when each datagram was awaited.
+/// Once the socket is readable it takes what is waiting, up to [`super::batch::BATCH`] datagrams per
+/// system call, answers those that need no waiting and sends their answers in one system
+/// call, until nothing is left. It awaits no future per datagram; tokio's task budget,
+/// charged one unit per datagram, still makes it yield now and then, so the tasks resolving
+/// misses on the same thread get their turn.
 async fn receive(shared: Arc<Shared>) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut inbox = Inbox::default();
+    let mut outbox = Outbox::default();
     loop {
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -86,13 +87,26 @@ async fn receive(shared: Arc<Shared>) {
             },
         }
         loop {
-            match shared.socket.try_recv_from(&mut buf) {
-                Ok((len, peer)) => handle(&shared, &buf[..len], peer),
+            let received = match inbox.receive(&shared.socket) {
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 // ICMP errors from earlier sends surface here on some systems; keep serving.
-                Err(e) => debug!(error = %e, "UDP receive error"),
+                Err(e) => {
+                    debug!(error = %e, "UDP receive error");
+                    1
+                }
+            };
+            for datagram in inbox.datagrams() {
+                handle(&shared, datagram, &mut outbox);
             }
-            tokio::task::consume_budget().await;
+            outbox.flush(&shared.socket);
+            // The socket's buffer is full: the answers left wait in tasks, like the misses.
+            for (answer, peer) in outbox.take() {
+                hand_on(&shared, Work::Send(answer), peer);
+            }
+            for _ in 0..received {
+                tokio::task::consume_budget().await;
+            }
             if shared.shutdown.is_cancelled() {
                 return;
             }
@@ -100,15 +114,16 @@ async fn receive(shared: Arc<Shared>) {
     }
 }
 
-/// Answers one datagram from `peer`, or hands it to a task of its own.
-fn handle(shared: &Arc<Shared>, datagram: &[u8], peer: SocketAddr) {
+/// Answers one datagram (into `outbox`), or hands it to a task of its own.
+fn handle(shared: &Arc<Shared>, datagram: Datagram<'_>, outbox: &mut Outbox) {
     let Shared {
-        socket,
-        resolver,
-        limit,
-        clients,
-        ..
+        resolver, clients, ..
     } = &**shared;
+    let Datagram {
+        bytes,
+        peer,
+        truncated,
+    } = datagram;
     match clients.admit_udp(peer.ip(), Instant::now()) {
         Admission::Serve => {}
         Admission::Refuse => {
@@ -121,32 +136,35 @@ fn handle(shared: &Arc<Shared>, datagram: &[u8], peer: SocketAddr) {
         }
         Admission::Slip => {
             // Counted as what was done: a message not worth a reply is dropped.
-            match clients::slip(datagram) {
+            match clients::slip(bytes) {
                 Some(reply) => {
                     resolver.metrics().rate_limit_slip();
-                    let _ = socket.try_send_to(&reply, peer);
+                    outbox.push(reply, peer);
                 }
                 None => resolver.metrics().rate_limit_drop(),
             }
             return;
         }
     }
+    if truncated {
+        // Longer than any query has reason to be, and no longer whole: FORMERR.
+        if let Some(answer) = resolver.oversized(bytes, Transport::Udp) {
+            outbox.push(answer, peer);
+        }
+        return;
+    }
     // Most queries (cache hits, local names, malformed ones) are answered right here,
     // without a task of their own; the rest continue in one.
-    let work = match resolver.begin(datagram, Transport::Udp) {
-        Ok(None) => return,
-        Ok(Some(answer)) => match socket.try_send_to(&answer, peer) {
-            Ok(_) => return,
-            // The socket's buffer is full: the answer waits in a task, like the others.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Work::Send(answer),
-            Err(e) => {
-                debug!(%peer, error = %e, "UDP send failed");
-                return;
-            }
-        },
-        Err(resume) => Work::Resolve(datagram.to_vec(), resume),
-    };
-    let Ok(permit) = limit.clone().try_acquire_owned() else {
+    match resolver.begin(bytes, Transport::Udp) {
+        Ok(None) => {}
+        Ok(Some(answer)) => outbox.push(answer, peer),
+        Err(resume) => hand_on(shared, Work::Resolve(bytes.to_vec(), resume), peer),
+    }
+}
+
+/// Finishes `work` for `peer` in a task of its own, if fewer than the limit are in flight.
+fn hand_on(shared: &Arc<Shared>, work: Work, peer: SocketAddr) {
+    let Ok(permit) = shared.limit.clone().try_acquire_owned() else {
         warn!(%peer, "too many queries in flight; dropping UDP query");
         return;
     };

@@ -1,0 +1,304 @@
+//! Many datagrams per system call: `recvmmsg` and `sendmmsg` on Linux (and FreeBSD, NetBSD),
+//! one `recvfrom`/`sendto` at a time elsewhere.
+//!
+//! Under load most of a cache hit's cost is the kernel's, and a good part of that is paid
+//! per system call. The UDP listener reads what is waiting in one call, answers what it can,
+//! and sends those answers in one call.
+
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::net::UdpSocket;
+
+/// Datagrams read, or answers sent, in one system call at most.
+pub const BATCH: usize = 16;
+
+/// Room for one query. A larger one is cut to this size by the kernel and marked as such:
+/// see [`Datagram::truncated`]. Queries are small (a question, an OPT record, perhaps a
+/// cookie or padding); 4096 is above the largest EDNS payload size clients advertise.
+pub const SLOT: usize = 4096;
+
+/// One received datagram.
+#[derive(Debug)]
+pub struct Datagram<'a> {
+    /// Its bytes (at most [`SLOT`]).
+    pub bytes: &'a [u8],
+    /// Who sent it.
+    pub peer: SocketAddr,
+    /// True if it was longer than [`SLOT`] and `bytes` holds only its beginning.
+    pub truncated: bool,
+}
+
+/// Where received datagrams land: [`BATCH`] slots of [`SLOT`] bytes.
+pub struct Inbox {
+    buf: Box<[u8]>,
+    /// Length, sender and whether cut, per filled slot.
+    got: Vec<(usize, SocketAddr, bool)>,
+}
+
+impl Default for Inbox {
+    fn default() -> Self {
+        Inbox {
+            buf: vec![0; BATCH * SLOT].into_boxed_slice(),
+            got: Vec::with_capacity(BATCH),
+        }
+    }
+}
+
+impl Inbox {
+    /// Reads the datagrams waiting on `socket`, up to [`BATCH`], without waiting; forgets
+    /// those read before. `WouldBlock` when none is waiting (and tokio is told so).
+    pub fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        self.got.clear();
+        socket.try_io(tokio::io::Interest::READABLE, || {
+            sys::receive(socket, &mut self.buf, &mut self.got)
+        })?;
+        Ok(self.got.len())
+    }
+
+    /// The datagrams the last [`Inbox::receive`] read, in order of arrival.
+    pub fn datagrams(&self) -> impl Iterator<Item = Datagram<'_>> {
+        self.buf
+            .chunks(SLOT)
+            .zip(&self.got)
+            .map(|(slot, &(len, peer, truncated))| Datagram {
+                bytes: &slot[..len],
+                peer,
+                truncated,
+            })
+    }
+}
+
+/// Answers waiting to be sent, each with its destination.
+#[derive(Default)]
+pub struct Outbox {
+    answers: Vec<(Vec<u8>, SocketAddr)>,
+}
+
+impl Outbox {
+    /// Queues `answer` for `peer`.
+    pub fn push(&mut self, answer: Vec<u8>, peer: SocketAddr) {
+        self.answers.push((answer, peer));
+    }
+
+    /// Sends the queued answers, [`BATCH`] per system call, without waiting. Those the
+    /// socket has no room for right now stay queued, in order; an answer the kernel refuses
+    /// (an unreachable destination, say) is dropped and logged. Returns how many were sent.
+    pub fn flush(&mut self, socket: &UdpSocket) -> usize {
+        let mut done = 0;
+        let mut sent = 0;
+        while done < self.answers.len() {
+            let pending = &self.answers[done..];
+            let pending = &pending[..pending.len().min(BATCH)];
+            match socket.try_io(tokio::io::Interest::WRITABLE, || sys::send(socket, pending)) {
+                Ok(n) => {
+                    done += n;
+                    sent += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // The error is the first answer's: the kernel sent none of them.
+                    tracing::debug!(peer = %pending[0].1, error = %e, "UDP send failed");
+                    done += 1;
+                }
+            }
+        }
+        self.answers.drain(..done);
+        sent
+    }
+
+    /// Takes the answers still queued.
+    pub fn take(&mut self) -> std::vec::Drain<'_, (Vec<u8>, SocketAddr)> {
+        self.answers.drain(..)
+    }
+}
+
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd"
+))]
+mod sys {
+    use std::io::{self, IoSlice, IoSliceMut};
+    use std::net::SocketAddr;
+    use std::os::fd::AsRawFd;
+
+    use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage};
+    use tokio::net::UdpSocket;
+
+    use super::{BATCH, SLOT};
+
+    /// One `recvmmsg` into the slots of `buf`; records each datagram in `got`.
+    pub fn receive(
+        socket: &UdpSocket,
+        buf: &mut [u8],
+        got: &mut Vec<(usize, SocketAddr, bool)>,
+    ) -> io::Result<()> {
+        let mut slots = buf.chunks_mut(SLOT);
+        let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] =
+            std::array::from_fn(|_| [IoSliceMut::new(slots.next().unwrap_or_default())]);
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+        let received = nix::sys::socket::recvmmsg(
+            socket.as_raw_fd(),
+            &mut headers,
+            iovs.iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        )?;
+        for message in received {
+            // A datagram from a sender without an IP address cannot be answered.
+            let Some(peer) = message.address.as_ref().and_then(socket_addr) else {
+                continue;
+            };
+            let truncated = message.flags.contains(MsgFlags::MSG_TRUNC);
+            got.push((message.bytes.min(SLOT), peer, truncated));
+        }
+        Ok(())
+    }
+
+    /// One `sendmmsg` of `answers` (at most [`BATCH`]); how many the kernel took.
+    pub fn send(socket: &UdpSocket, answers: &[(Vec<u8>, SocketAddr)]) -> io::Result<usize> {
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+        let mut iovs = [[IoSlice::new(&[])]; BATCH];
+        let mut addrs = [None; BATCH];
+        for (i, (answer, peer)) in answers.iter().enumerate().take(BATCH) {
+            iovs[i] = [IoSlice::new(answer)];
+            addrs[i] = Some(SockaddrStorage::from(*peer));
+        }
+        let n = answers.len().min(BATCH);
+        let sent = nix::sys::socket::sendmmsg(
+            socket.as_raw_fd(),
+            &mut headers,
+            &iovs[..n],
+            &addrs[..n],
+            [],
+            MsgFlags::MSG_DONTWAIT,
+        )?;
+        Ok(sent.count())
+    }
+
+    fn socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
+        if let Some(v4) = addr.as_sockaddr_in() {
+            return Some(SocketAddr::V4((*v4).into()));
+        }
+        addr.as_sockaddr_in6()
+            .map(|v6| SocketAddr::V6((*v6).into()))
+    }
+}
+
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd"
+)))]
+mod sys {
+    use std::io;
+    use std::net::SocketAddr;
+
+    use tokio::net::UdpSocket;
+
+    use super::SLOT;
+
+    /// One datagram into the first slot of `buf` (it cannot tell whether it was cut).
+    pub fn receive(
+        socket: &UdpSocket,
+        buf: &mut [u8],
+        got: &mut Vec<(usize, SocketAddr, bool)>,
+    ) -> io::Result<()> {
+        let (len, peer) = socket.try_recv_from(&mut buf[..SLOT])?;
+        got.push((len, peer, false));
+        Ok(())
+    }
+
+    /// One `sendto` of the first answer.
+    pub fn send(socket: &UdpSocket, answers: &[(Vec<u8>, SocketAddr)]) -> io::Result<usize> {
+        let (answer, peer) = &answers[0];
+        socket.try_send_to(answer, *peer)?;
+        Ok(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn pair() -> (UdpSocket, UdpSocket) {
+        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        (a, b)
+    }
+
+    #[tokio::test]
+    async fn reads_waiting_datagrams_in_order_and_marks_the_one_cut_short() {
+        let (server, client) = pair().await;
+        let to = server.local_addr().unwrap();
+        let mut sizes: Vec<usize> = (1..=BATCH + 3).collect();
+        sizes[2] = SLOT + 100;
+        for (i, &size) in sizes.iter().enumerate() {
+            client.send_to(&vec![i as u8; size], to).await.unwrap();
+        }
+        let mut inbox = Inbox::default();
+        let mut seen = Vec::new();
+        while seen.len() < sizes.len() {
+            server.readable().await.unwrap();
+            match inbox.receive(&server) {
+                Ok(n) => assert!(n <= BATCH),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => panic!("{e}"),
+            }
+            for d in inbox.datagrams() {
+                assert_eq!(d.peer, client.local_addr().unwrap());
+                seen.push((d.bytes.to_vec(), d.truncated));
+            }
+        }
+        for (i, (bytes, truncated)) in seen.iter().enumerate() {
+            assert_eq!(bytes.len(), sizes[i].min(SLOT), "datagram {i}");
+            assert!(bytes.iter().all(|&b| b == i as u8), "datagram {i}");
+            assert_eq!(*truncated, i == 2, "datagram {i}");
+        }
+        let none = inbox.receive(&server).unwrap_err();
+        assert_eq!(none.kind(), io::ErrorKind::WouldBlock);
+    }
+
+    #[tokio::test]
+    async fn sends_every_queued_answer_to_its_own_peer() {
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            clients.push(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        }
+        let mut outbox = Outbox::default();
+        for round in 0..BATCH + 2 {
+            let client = &clients[round % clients.len()];
+            outbox.push(vec![round as u8; round + 1], client.local_addr().unwrap());
+        }
+        server.writable().await.unwrap();
+        assert_eq!(outbox.flush(&server), BATCH + 2);
+        assert_eq!(outbox.take().count(), 0);
+        let mut buf = [0u8; 64];
+        for round in 0..BATCH + 2 {
+            let client = &clients[round % clients.len()];
+            let (len, from) = client.recv_from(&mut buf).await.unwrap();
+            assert_eq!(from, server.local_addr().unwrap());
+            assert_eq!(&buf[..len], &vec![round as u8; round + 1][..]);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_the_kernel_refuses_is_dropped_and_the_rest_still_go() {
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut outbox = Outbox::default();
+        // IPv6 destination from an IPv4 socket: EAFNOSUPPORT or EINVAL.
+        outbox.push(vec![1], "[::1]:53".parse().unwrap());
+        outbox.push(vec![2], client.local_addr().unwrap());
+        server.writable().await.unwrap();
+        assert_eq!(outbox.flush(&server), 1);
+        assert_eq!(outbox.take().count(), 0);
+        let mut buf = [0u8; 8];
+        let (len, _) = client.recv_from(&mut buf).await.unwrap();
+        assert_eq!(&buf[..len], &[2]);
+    }
+}
