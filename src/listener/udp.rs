@@ -70,11 +70,11 @@ struct Shared {
 
 /// One receiving task: reads datagrams and answers or hands them on, until shutdown.
 ///
-/// Once the socket is readable it takes what is waiting, up to [`super::batch::BATCH`] datagrams per
-/// system call, answers those that need no waiting and sends their answers in one system
-/// call, until nothing is left. It awaits no future per datagram; tokio's task budget,
-/// charged one unit per datagram, still makes it yield now and then, so the tasks resolving
-/// misses on the same thread get their turn.
+/// Once the socket is readable it takes what is waiting, up to [`super::batch::BATCH`]
+/// datagrams per system call, answers those that need no waiting and sends their answers in
+/// one system call, until nothing is left. It awaits no future per datagram; tokio's task
+/// budget, charged one unit per datagram, still makes it yield now and then, so the tasks
+/// resolving misses on the same thread get their turn.
 async fn receive(shared: Arc<Shared>) {
     let mut inbox = Inbox::default();
     let mut outbox = Outbox::default();
