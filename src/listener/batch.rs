@@ -287,6 +287,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn ipv6_senders_are_read_and_answered() {
+        // Not every machine has ::1 (IPv6 may be disabled); then there is nothing to test.
+        let Ok(server) = UdpSocket::bind("[::1]:0").await else {
+            return;
+        };
+        let client = UdpSocket::bind("[::1]:0").await.unwrap();
+        client
+            .send_to(b"query", server.local_addr().unwrap())
+            .await
+            .unwrap();
+        let mut inbox = Inbox::default();
+        let peer = loop {
+            server.readable().await.unwrap();
+            if let Ok(1) = inbox.receive(&server) {
+                let d = inbox.datagrams().next().unwrap();
+                assert_eq!((d.bytes, d.truncated), (&b"query"[..], false));
+                break d.peer;
+            }
+        };
+        assert_eq!(peer, client.local_addr().unwrap());
+        let mut outbox = Outbox::default();
+        outbox.push(b"answer".to_vec(), peer);
+        server.writable().await.unwrap();
+        assert_eq!(outbox.flush(&server), 1);
+        let mut buf = [0u8; 16];
+        let (len, from) = client.recv_from(&mut buf).await.unwrap();
+        assert_eq!(
+            (&buf[..len], from),
+            (&b"answer"[..], server.local_addr().unwrap())
+        );
+    }
+
+    #[tokio::test]
     async fn an_answer_the_kernel_refuses_is_dropped_and_the_rest_still_go() {
         let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
