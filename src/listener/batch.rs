@@ -8,7 +8,7 @@
 use std::io;
 use std::net::SocketAddr;
 
-use tokio::net::UdpSocket;
+use super::socket::ListenSocket;
 
 /// Datagrams read, or answers sent, in one system call at most.
 pub const BATCH: usize = 16;
@@ -48,11 +48,9 @@ impl Default for Inbox {
 impl Inbox {
     /// Reads the datagrams waiting on `socket`, up to [`BATCH`], without waiting; forgets
     /// those read before. `WouldBlock` when none is waiting (and tokio is told so).
-    pub fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+    pub fn receive(&mut self, socket: &ListenSocket) -> io::Result<usize> {
         self.got.clear();
-        socket.try_io(tokio::io::Interest::READABLE, || {
-            sys::receive(socket, &mut self.buf, &mut self.got)
-        })?;
+        socket.try_receive(|socket| sys::receive(socket, &mut self.buf, &mut self.got))?;
         Ok(self.got.len())
     }
 
@@ -84,13 +82,13 @@ impl Outbox {
     /// Sends the queued answers, [`BATCH`] per system call, without waiting. Those the
     /// socket has no room for right now stay queued, in order; an answer the kernel refuses
     /// (an unreachable destination, say) is dropped and logged. Returns how many were sent.
-    pub fn flush(&mut self, socket: &UdpSocket) -> usize {
+    pub fn flush(&mut self, socket: &ListenSocket) -> usize {
         let mut done = 0;
         let mut sent = 0;
         while done < self.answers.len() {
             let pending = &self.answers[done..];
             let pending = &pending[..pending.len().min(BATCH)];
-            match socket.try_io(tokio::io::Interest::WRITABLE, || sys::send(socket, pending)) {
+            match sys::send(socket.sender(), pending) {
                 Ok(n) => {
                     done += n;
                     sent += n;
@@ -121,11 +119,10 @@ impl Outbox {
 ))]
 mod sys {
     use std::io::{self, IoSlice, IoSliceMut};
-    use std::net::SocketAddr;
+    use std::net::{SocketAddr, UdpSocket};
     use std::os::fd::AsRawFd;
 
     use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage};
-    use tokio::net::UdpSocket;
 
     use super::{BATCH, SLOT};
 
@@ -195,9 +192,7 @@ mod sys {
 )))]
 mod sys {
     use std::io;
-    use std::net::SocketAddr;
-
-    use tokio::net::UdpSocket;
+    use std::net::{SocketAddr, UdpSocket};
 
     use super::SLOT;
 
@@ -207,7 +202,7 @@ mod sys {
         buf: &mut [u8],
         got: &mut Vec<(usize, SocketAddr, bool)>,
     ) -> io::Result<()> {
-        let (len, peer) = socket.try_recv_from(&mut buf[..SLOT])?;
+        let (len, peer) = socket.recv_from(&mut buf[..SLOT])?;
         got.push((len, peer, false));
         Ok(())
     }
@@ -215,7 +210,7 @@ mod sys {
     /// One `sendto` of the first answer.
     pub fn send(socket: &UdpSocket, answers: &[(Vec<u8>, SocketAddr)]) -> io::Result<usize> {
         let (answer, peer) = &answers[0];
-        socket.try_send_to(answer, *peer)?;
+        socket.send_to(answer, *peer)?;
         Ok(1)
     }
 }
@@ -223,9 +218,14 @@ mod sys {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::UdpSocket;
 
-    async fn pair() -> (UdpSocket, UdpSocket) {
-        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    fn listen(addr: &str) -> io::Result<ListenSocket> {
+        ListenSocket::bind(addr.parse().unwrap())
+    }
+
+    async fn pair() -> (ListenSocket, UdpSocket) {
+        let a = listen("127.0.0.1:0").unwrap();
         let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         (a, b)
     }
@@ -264,7 +264,7 @@ mod tests {
 
     #[tokio::test]
     async fn sends_every_queued_answer_to_its_own_peer() {
-        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let server = listen("127.0.0.1:0").unwrap();
         let mut clients = Vec::new();
         for _ in 0..3 {
             clients.push(UdpSocket::bind("127.0.0.1:0").await.unwrap());
@@ -274,7 +274,6 @@ mod tests {
             let client = &clients[round % clients.len()];
             outbox.push(vec![round as u8; round + 1], client.local_addr().unwrap());
         }
-        server.writable().await.unwrap();
         assert_eq!(outbox.flush(&server), BATCH + 2);
         assert_eq!(outbox.take().count(), 0);
         let mut buf = [0u8; 64];
@@ -289,7 +288,7 @@ mod tests {
     #[tokio::test]
     async fn ipv6_senders_are_read_and_answered() {
         // Not every machine has ::1 (IPv6 may be disabled); then there is nothing to test.
-        let Ok(server) = UdpSocket::bind("[::1]:0").await else {
+        let Ok(server) = listen("[::1]:0") else {
             return;
         };
         let client = UdpSocket::bind("[::1]:0").await.unwrap();
@@ -309,7 +308,6 @@ mod tests {
         assert_eq!(peer, client.local_addr().unwrap());
         let mut outbox = Outbox::default();
         outbox.push(b"answer".to_vec(), peer);
-        server.writable().await.unwrap();
         assert_eq!(outbox.flush(&server), 1);
         let mut buf = [0u8; 16];
         let (len, from) = client.recv_from(&mut buf).await.unwrap();
@@ -321,13 +319,12 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_the_kernel_refuses_is_dropped_and_the_rest_still_go() {
-        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let server = listen("127.0.0.1:0").unwrap();
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let mut outbox = Outbox::default();
         // IPv6 destination from an IPv4 socket: EAFNOSUPPORT or EINVAL.
         outbox.push(vec![1], "[::1]:53".parse().unwrap());
         outbox.push(vec![2], client.local_addr().unwrap());
-        server.writable().await.unwrap();
         assert_eq!(outbox.flush(&server), 1);
         assert_eq!(outbox.take().count(), 0);
         let mut buf = [0u8; 8];

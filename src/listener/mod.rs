@@ -1,6 +1,7 @@
 //! Plaintext DNS listeners: UDP ([`udp`]) and TCP ([`tcp`]) on the same addresses.
 
 pub mod batch;
+pub mod socket;
 pub mod tcp;
 pub mod udp;
 
@@ -8,7 +9,9 @@ use std::io;
 use std::net::SocketAddr;
 
 use thiserror::Error;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
+
+use socket::ListenSocket;
 
 /// Why a listening socket could not be opened.
 #[derive(Debug, Error)]
@@ -58,7 +61,7 @@ impl BindError {
 #[derive(Debug, Default)]
 pub struct Sockets {
     /// UDP sockets.
-    pub udp: Vec<UdpSocket>,
+    pub udp: Vec<ListenSocket>,
     /// TCP listeners.
     pub tcp: Vec<TcpListener>,
 }
@@ -84,12 +87,10 @@ impl Sockets {
     }
 }
 
-async fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), BindError> {
+async fn bind_pair(addr: SocketAddr) -> Result<(ListenSocket, TcpListener), BindError> {
     // With port 0, the UDP port the kernel picks may be taken for TCP; try a few times.
     for _ in 0..16 {
-        let udp = UdpSocket::bind(addr)
-            .await
-            .map_err(|e| BindError::new(addr, "UDP", e))?;
+        let udp = ListenSocket::bind(addr).map_err(|e| BindError::new(addr, "UDP", e))?;
         let actual = udp
             .local_addr()
             .map_err(|e| BindError::new(addr, "UDP", e))?;

@@ -5,12 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::batch::{Datagram, Inbox, Outbox};
+use super::socket::ListenSocket;
 use crate::clients::{self, Admission, ClientPolicy};
 use crate::resolver::Transport;
 use crate::service::{Resume, Service};
@@ -33,7 +33,7 @@ enum Work {
 /// itself, so one receiving task runs per CPU (up to [`MAX_RECEIVERS`]), all on the one
 /// socket, to keep every core busy.
 pub async fn serve(
-    socket: UdpSocket,
+    socket: ListenSocket,
     resolver: Arc<Service>,
     max_in_flight: usize,
     clients: Arc<ClientPolicy>,
@@ -60,7 +60,7 @@ pub const MAX_RECEIVERS: usize = 8;
 
 /// What the receiving tasks of one socket share.
 struct Shared {
-    socket: UdpSocket,
+    socket: ListenSocket,
     resolver: Arc<Service>,
     /// Bounds queries resolved in tasks of their own.
     limit: Arc<Semaphore>,

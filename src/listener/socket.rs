@@ -1,0 +1,205 @@
+//! The UDP socket the listener answers on, watched by the runtime for reading only.
+//!
+//! tokio's `UdpSocket` asks epoll for both readability and writability. On Linux every
+//! datagram sent makes a UDP socket writable again, so the runtime woke once more after each
+//! answer, only to learn that the socket could take another: at a trickle of queries, every
+//! query cost two wake-ups instead of one. This socket is registered for reading alone.
+//! Sends never wait; the rare one that finds the socket's buffer full waits on a second
+//! descriptor for the same socket, registered for writing only while it waits.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+/// A bound, non-blocking UDP socket registered with the runtime for reading.
+#[derive(Debug)]
+pub struct ListenSocket {
+    io: AsyncFd<UdpSocket>,
+}
+
+impl ListenSocket {
+    /// Binds `addr` (a tokio runtime must be running).
+    pub fn bind(addr: SocketAddr) -> io::Result<ListenSocket> {
+        ListenSocket::new(UdpSocket::bind(addr)?)
+    }
+
+    /// Takes over `socket` (a tokio runtime must be running).
+    pub fn new(socket: UdpSocket) -> io::Result<ListenSocket> {
+        socket.set_nonblocking(true)?;
+        Ok(ListenSocket {
+            io: register(socket, Interest::READABLE)?,
+        })
+    }
+
+    /// The address it is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.get_ref().local_addr()
+    }
+
+    /// Waits until a datagram may be waiting.
+    pub async fn readable(&self) -> io::Result<()> {
+        self.io.readable().await.map(drop)
+    }
+
+    /// Runs `receive` on the socket if it may be readable. `WouldBlock` from `receive` (the
+    /// socket had nothing after all) tells the runtime to wait for the next datagram.
+    pub fn try_receive<R>(
+        &self,
+        receive: impl FnOnce(&UdpSocket) -> io::Result<R>,
+    ) -> io::Result<R> {
+        self.io.try_io(Interest::READABLE, receive)
+    }
+
+    /// The socket, to send on without waiting (`WouldBlock` when its buffer is full).
+    pub fn sender(&self) -> &UdpSocket {
+        self.io.get_ref()
+    }
+
+    /// Sends `datagram` to `peer`, waiting for room in the socket's buffer if there is none.
+    pub async fn send_to(&self, datagram: &[u8], peer: SocketAddr) -> io::Result<usize> {
+        match self.io.get_ref().send_to(datagram, peer) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            done => return done,
+        }
+        // The buffer is full (a burst larger than it, a slow interface). A duplicate of the
+        // descriptor, registered for writing, tells when there is room; it goes when this
+        // send is done, so writability wakes the runtime only while someone waits for it.
+        let waiting = register(self.io.get_ref().try_clone()?, Interest::WRITABLE)?;
+        loop {
+            let mut ready = waiting.writable().await?;
+            match ready.try_io(|socket| socket.get_ref().send_to(datagram, peer)) {
+                Ok(done) => return done,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+/// Registers `socket` with the runtime, for `interest` alone.
+fn register(socket: UdpSocket, interest: Interest) -> io::Result<AsyncFd<UdpSocket>> {
+    // SAFETY: the `AsyncFd` owns the socket, so its descriptor stays open and stays the
+    // same (a std `UdpSocket` never changes what `as_raw_fd` returns) until the `AsyncFd`
+    // is dropped.
+    Ok(unsafe { AsyncFd::register_with_interest(socket, interest) }?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn receives_what_is_sent_to_it_and_answers() {
+        let server = ListenSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client
+            .send_to(b"query", server.local_addr().unwrap())
+            .await
+            .unwrap();
+        let mut buf = [0u8; 16];
+        let (len, peer) = loop {
+            server.readable().await.unwrap();
+            match server.try_receive(|s| s.recv_from(&mut buf)) {
+                Ok(got) => break got,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(
+            (&buf[..len], peer),
+            (&b"query"[..], client.local_addr().unwrap())
+        );
+        let nothing = server.try_receive(|s| s.recv_from(&mut buf)).unwrap_err();
+        assert_eq!(nothing.kind(), io::ErrorKind::WouldBlock);
+
+        server.send_to(b"answer", peer).await.unwrap();
+        let (len, from) = client.recv_from(&mut buf).await.unwrap();
+        assert_eq!(
+            (&buf[..len], from),
+            (&b"answer"[..], server.local_addr().unwrap())
+        );
+    }
+
+    /// Sends that find the socket's buffer full wait for room, and every datagram arrives.
+    ///
+    /// On loopback a datagram leaves the send buffer as it is sent, so the buffer never
+    /// fills. In a network namespace of its own, this test's thread slows loopback down with
+    /// a token-bucket qdisc (1 Mbit/s), so datagrams wait there and fill a small send buffer.
+    /// Needs root and `tc`; skipped without them, unless the test script requires them.
+    #[test]
+    fn a_send_that_finds_the_buffer_full_waits_for_room() {
+        std::thread::spawn(|| {
+            // Namespaces belong to threads: this one only, and what it starts.
+            if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
+                return skip(&format!("no network namespace: {e}"));
+            }
+            for command in [
+                "ip link set lo up",
+                "tc qdisc add dev lo root tbf rate 1mbit burst 16kb latency 2s",
+            ] {
+                let mut words = command.split(' ');
+                let status = std::process::Command::new(words.next().unwrap())
+                    .args(words)
+                    .status();
+                if !status.is_ok_and(|s| s.success()) {
+                    return skip(&format!("`{command}` failed"));
+                }
+            }
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(fill_and_wait());
+        })
+        .join()
+        .unwrap();
+    }
+
+    async fn fill_and_wait() {
+        use nix::sys::socket::{setsockopt, sockopt};
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        setsockopt(&socket, sockopt::SndBuf, &4096).unwrap();
+        let server = ListenSocket::new(socket).unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        setsockopt(&client, sockopt::RcvBuf, &(1 << 20)).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let peer = client.local_addr().unwrap();
+        let datagram = |i: usize| vec![i as u8; 1000];
+
+        // Fill the buffer with sends that do not wait, until one is refused.
+        let mut sent = 0;
+        loop {
+            match server.sender().send_to(&datagram(sent), peer) {
+                Ok(_) => sent += 1,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+            assert!(sent < 1000, "the send buffer never filled");
+        }
+        // These must wait for room, then go.
+        let waiting = async {
+            for i in sent..sent + 20 {
+                server.send_to(&datagram(i), peer).await.unwrap();
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the sends finish once there is room");
+        let mut buf = [0u8; 2048];
+        for i in 0..sent + 20 {
+            let len = client.recv(&mut buf).expect("every datagram arrives");
+            assert_eq!(&buf[..len], &datagram(i)[..], "datagram {i}");
+        }
+    }
+
+    fn skip(why: &str) {
+        if std::env::var_os("DNSWARD_REQUIRE_TOOLS").is_some_and(|v| v == "1") {
+            panic!("{why}: this test needs root and tc (iproute2)");
+        }
+        eprintln!("SKIPPED: {why}");
+    }
+}
