@@ -74,7 +74,7 @@ impl RealProxy {
         for url in upstreams {
             cmd.args(["--upstream", url]);
         }
-        let daemon = Daemon::spawn(cmd, &dir.join("dnsward.log"));
+        let daemon = Daemon::spawn(cmd, &dir.join("dnsward.log")).owning(dir);
         let mut proxy = RealProxy { daemon, addr };
         let started = Instant::now();
         // The proxy answers a local zone (localhost) without any upstream.

@@ -48,7 +48,7 @@ struct Lab {
     /// Namespaces created so far.
     namespaces: Vec<String>,
     /// Files: configurations and logs.
-    dir: PathBuf,
+    dir: TempDir,
     /// A root-owned directory holding the dnsward binary keepalived runs (its script security
     /// refuses a script in a directory others could write).
     bin_dir: PathBuf,

@@ -3,6 +3,7 @@
 //! Error), the JSON-lines hijack log, and background cross-checks between upstreams.
 
 mod common;
+mod util;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,11 +29,11 @@ fn zone() -> Zone {
         )
 }
 
-fn log_path(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dnsward-hijack-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("hijack.jsonl")
+/// A directory of the test's own, and where the hijack log goes in it.
+fn log_path(tag: &str) -> (util::TempDir, PathBuf) {
+    let dir = util::temp_dir(&format!("hijack-{tag}"));
+    let log = dir.join("hijack.jsonl");
+    (dir, log)
 }
 
 fn read_log(path: &Path) -> Vec<serde_json::Value> {
@@ -67,7 +68,7 @@ fn reasons(entry: &serde_json::Value) -> Vec<String> {
 #[tokio::test]
 async fn bogon_and_sinkhole_answers_are_logged_with_the_upstream_identity() {
     let up = FakeUpstream::dot(zone(), Behavior::Answer).await;
-    let log = log_path("log");
+    let (_dir, log) = log_path("log");
     let proxy = start_proxy_with(&[up.url()], |s| {
         s.hijack.log_file = Some(log.clone());
         s.hijack.assume_public = vec!["127.100.0.0/16".parse().unwrap()];
@@ -181,7 +182,7 @@ async fn a_public_name_turning_private_is_rebinding() {
         Behavior::Answer,
     )
     .await;
-    let log = log_path("rebind");
+    let (_dir, log) = log_path("rebind");
     let proxy = start_proxy_with(&[first.url(), second.url()], |s| {
         s.hijack.log_file = Some(log.clone());
         s.hijack.assume_public = vec!["127.100.0.0/16".parse().unwrap()];
@@ -213,7 +214,7 @@ async fn cross_check_classifies_a_difference_between_upstreams() {
         Behavior::Answer,
     )
     .await;
-    let log = log_path("cross");
+    let (_dir, log) = log_path("cross");
     // Nothing listens on the verification port: the other address cannot be verified.
     let closed = util_free_port();
     let proxy = start_proxy_with(&[first.url(), second.url()], |s| {

@@ -34,7 +34,7 @@ fn read(path: PathBuf) -> String {
 
 /// A root that looks like a desktop: resolv.conf a symlink to systemd-resolved's stub file,
 /// NetworkManager configured.
-fn desktop_root() -> PathBuf {
+fn desktop_root() -> TempDir {
     let dest = temp_dir("install-desktop");
     std::fs::create_dir_all(dest.join("etc/systemd")).unwrap();
     std::fs::write(dest.join("etc/systemd/resolved.conf"), "[Resolve]\n").unwrap();

@@ -108,8 +108,10 @@ fn set_list(options: &mut Vec<Opt>, name: &str, values: &[&str]) {
 struct Session {
     /// The shell script so far.
     script: String,
-    /// Where the script generates its configuration (in a directory of its own).
+    /// Where the script generates its configuration (in `_dir`).
     generated: std::path::PathBuf,
+    /// A directory of the session's own.
+    _dir: TempDir,
     /// UCI variables set so far, unset when the options change.
     set: Vec<String>,
 }
@@ -124,7 +126,8 @@ struct Call {
 
 impl Session {
     fn new() -> Session {
-        let generated = temp_dir("openwrt").join("dnsward.toml");
+        let dir = temp_dir("openwrt");
+        let generated = dir.join("dnsward.toml");
         let script = format!(
             "{STUBS}. '{}'\nPROG='{}'\nGENERATED='{}'\n",
             root().join("dist/openwrt/dnsward.init").display(),
@@ -134,6 +137,7 @@ impl Session {
         Session {
             script,
             generated,
+            _dir: dir,
             set: Vec::new(),
         }
     }

@@ -25,7 +25,7 @@ fn start_unbound_with(tag: &str, extra: &str) -> (Daemon, u16, u16, u16) {
         std::fs::write(&extra_file, extra).unwrap();
         cmd.arg(extra_file);
     }
-    let daemon = Daemon::spawn(cmd, &dir.join("unbound.log"));
+    let daemon = Daemon::spawn(cmd, &dir.join("unbound.log")).owning(dir);
     for port in [tls, https] {
         wait_for_tcp(
             SocketAddr::from(([127, 0, 0, 1], port)),
@@ -49,7 +49,8 @@ fn start_dnsward(upstream: &str, tag: &str) -> (Daemon, u16) {
     ])
     .arg("--ca-file")
     .arg(root().join("certs/ca.pem"));
-    let daemon = Daemon::spawn(cmd, &temp_dir(tag).join("dnsward.log"));
+    let dir = temp_dir(tag);
+    let daemon = Daemon::spawn(cmd, &dir.join("dnsward.log")).owning(dir);
     wait_for_tcp(
         SocketAddr::from(([127, 0, 0, 1], port)),
         Duration::from_secs(10),

@@ -40,8 +40,9 @@ pub fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
     }
 }
 
-/// A fresh empty directory under the system temp dir.
-pub fn temp_dir(tag: &str) -> PathBuf {
+/// A fresh empty directory under the system temp dir, removed when dropped unless the test
+/// is failing (then it stays, with the configurations and logs that say why).
+pub fn temp_dir(tag: &str) -> TempDir {
     static N: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
         "dnsward-{tag}-{}-{}",
@@ -50,7 +51,40 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create temp dir");
-    dir
+    TempDir(dir)
+}
+
+/// A directory of [`temp_dir`]'s: see there.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TempDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept for a look: {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// A loopback port free for both UDP and TCP right now.
@@ -106,6 +140,8 @@ pub struct Daemon {
     pub child: Child,
     /// Where its stderr goes.
     pub log: PathBuf,
+    /// Its files (configuration, log), removed after the process is gone.
+    dir: Option<TempDir>,
 }
 
 impl Daemon {
@@ -118,7 +154,14 @@ impl Daemon {
         Daemon {
             child: cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}")),
             log: log.to_path_buf(),
+            dir: None,
         }
+    }
+
+    /// Keeps `dir` (where its files are) until the process is gone.
+    pub fn owning(mut self, dir: TempDir) -> Daemon {
+        self.dir = Some(dir);
+        self
     }
 
     /// Its log so far.
