@@ -30,6 +30,7 @@ pub mod listener;
 pub mod local;
 pub mod logging;
 pub mod metrics;
+pub mod nets;
 pub mod notify;
 pub mod privilege;
 pub mod resolver;

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::dns::{self, Rcode, Rejected};
+use crate::nets::Ranges;
 use rate::RateTable;
 
 /// Validated client settings.
@@ -102,9 +103,9 @@ pub enum Admission {
 /// The access list and rate limiter shared by all listeners.
 pub struct ClientPolicy {
     /// Networks that may query.
-    allow: Vec<IpNet>,
+    allow: Ranges<()>,
     /// Networks exempt from rate limiting.
-    exempt: Vec<IpNet>,
+    exempt: Ranges<()>,
     /// Buckets per client network, when rate limiting is on.
     rate: Option<RateTable>,
 }
@@ -116,12 +117,8 @@ impl ClientPolicy {
     /// A policy for `settings`.
     pub fn new(settings: &ClientSettings) -> ClientPolicy {
         ClientPolicy {
-            allow: settings.allow.clone(),
-            exempt: settings
-                .rate_limit
-                .as_ref()
-                .map(|r| r.exempt.clone())
-                .unwrap_or_default(),
+            allow: Ranges::set(&settings.allow),
+            exempt: Ranges::set(settings.rate_limit.iter().flat_map(|r| &r.exempt)),
             rate: settings
                 .rate_limit
                 .as_ref()
@@ -131,8 +128,7 @@ impl ClientPolicy {
 
     /// Is `source` on the access list?
     pub fn allows(&self, source: IpAddr) -> bool {
-        let source = source.to_canonical();
-        self.allow.iter().any(|net| net.contains(&source))
+        self.allow.contains(source.to_canonical())
     }
 
     /// Decides about a TCP query (or connection) from `source`.
@@ -144,16 +140,15 @@ impl ClientPolicy {
         }
     }
 
-    /// Decides about a UDP query from `source` arriving at `now`.
-    pub fn admit_udp(&self, source: IpAddr, now: Instant) -> Admission {
+    /// Decides about a UDP query from `source`; `now` (when it arrived) is read only if the
+    /// source's rate is limited.
+    pub fn admit_udp(&self, source: IpAddr, now: impl FnOnce() -> Instant) -> Admission {
         let source = source.to_canonical();
-        if !self.allows(source) {
+        if !self.allow.contains(source) {
             return Admission::Refuse;
         }
         match &self.rate {
-            Some(table) if !self.exempt.iter().any(|net| net.contains(&source)) => {
-                table.admit(source, now)
-            }
+            Some(table) if !self.exempt.contains(source) => table.admit(source, now()),
             _ => Admission::Serve,
         }
     }
@@ -206,7 +201,7 @@ mod tests {
         let now = Instant::now();
         for allowed in ["127.0.0.1", "127.9.9.9", "::1", "192.168.1.77", "fd12::1"] {
             assert_eq!(
-                policy.admit_udp(ip(allowed), now),
+                policy.admit_udp(ip(allowed), || now),
                 Admission::Serve,
                 "{allowed}"
             );
@@ -214,7 +209,7 @@ mod tests {
         }
         for refused in ["192.168.2.1", "10.0.0.1", "2001:db8::1", "fe80::1"] {
             assert_eq!(
-                policy.admit_udp(ip(refused), now),
+                policy.admit_udp(ip(refused), || now),
                 Admission::Refuse,
                 "{refused}"
             );
@@ -251,10 +246,10 @@ mod tests {
         let policy = ClientPolicy::new(&settings);
         let now = Instant::now();
         for _ in 0..100 {
-            assert_eq!(policy.admit_udp(ip("127.0.0.1"), now), Admission::Serve);
+            assert_eq!(policy.admit_udp(ip("127.0.0.1"), || now), Admission::Serve);
         }
-        assert_eq!(policy.admit_udp(ip("10.0.0.1"), now), Admission::Serve);
-        assert_eq!(policy.admit_udp(ip("10.0.0.1"), now), Admission::Drop);
+        assert_eq!(policy.admit_udp(ip("10.0.0.1"), || now), Admission::Serve);
+        assert_eq!(policy.admit_udp(ip("10.0.0.1"), || now), Admission::Drop);
     }
 
     #[test]

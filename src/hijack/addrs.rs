@@ -1,10 +1,11 @@
 //! What an address is: special-use ("bogon"), a known sinkhole, or an ordinary public one.
 
 use std::net::IpAddr;
-use std::ops::BitAnd;
 use std::sync::RwLock;
 
 use ipnet::IpNet;
+
+use crate::nets::Ranges;
 
 /// Special-use ranges that never carry a public name's address (IANA special-purpose
 /// registries, RFC 6890 and successors). `(range, why)`.
@@ -73,58 +74,6 @@ pub struct AddressBook {
     learned: RwLock<Vec<IpAddr>>,
 }
 
-/// Address ranges as network and mask integers, by family: a lookup is a few integer
-/// comparisons (every forwarded answer's addresses are looked up).
-#[derive(Debug)]
-struct Ranges<T> {
-    v4: Vec<(u32, u32, T)>,
-    v6: Vec<(u128, u128, T)>,
-}
-
-impl<T: Copy> Ranges<T> {
-    fn new(nets: impl IntoIterator<Item = (IpNet, T)>) -> Ranges<T> {
-        let mut ranges = Ranges {
-            v4: Vec::new(),
-            v6: Vec::new(),
-        };
-        for (net, value) in nets {
-            match net {
-                IpNet::V4(net) => {
-                    ranges
-                        .v4
-                        .push((u32::from(net.network()), u32::from(net.netmask()), value))
-                }
-                IpNet::V6(net) => {
-                    ranges
-                        .v6
-                        .push((u128::from(net.network()), u128::from(net.netmask()), value))
-                }
-            }
-        }
-        ranges
-    }
-
-    /// The value of the first range holding `addr`.
-    fn find(&self, addr: IpAddr) -> Option<T> {
-        match addr {
-            IpAddr::V4(v4) => first_holding(&self.v4, u32::from(v4)),
-            IpAddr::V6(v6) => first_holding(&self.v6, u128::from(v6)),
-        }
-    }
-}
-
-/// The value of the first `(network, mask, value)` whose network holds `addr`.
-fn first_holding<A, T>(ranges: &[(A, A, T)], addr: A) -> Option<T>
-where
-    A: Copy + BitAnd<Output = A> + PartialEq,
-    T: Copy,
-{
-    ranges
-        .iter()
-        .find(|&&(net, mask, _)| addr & mask == net)
-        .map(|&(_, _, value)| value)
-}
-
 impl AddressBook {
     /// The shipped lists plus the user's `sinkholes`; `assume_public` is for tests.
     pub fn new(extra_sinkholes: &[IpAddr], assume_public: &[IpNet]) -> AddressBook {
@@ -145,7 +94,7 @@ impl AddressBook {
         sinkholes.dedup();
         AddressBook {
             special,
-            assume_public: Ranges::new(assume_public.iter().map(|&net| (net, ()))),
+            assume_public: Ranges::set(assume_public),
             sinkholes,
             learned: RwLock::new(Vec::new()),
         }
@@ -160,7 +109,7 @@ impl AddressBook {
             return Kind::Sinkhole;
         }
         if let Some(why) = self.special.find(addr)
-            && self.assume_public.find(addr).is_none()
+            && !self.assume_public.contains(addr)
         {
             return Kind::SpecialUse(why);
         }

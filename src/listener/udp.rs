@@ -124,7 +124,7 @@ fn handle(shared: &Arc<Shared>, datagram: Datagram<'_>, outbox: &mut Outbox) {
         peer,
         truncated,
     } = datagram;
-    match clients.admit_udp(peer.ip(), Instant::now()) {
+    match clients.admit_udp(peer.ip(), Instant::now) {
         Admission::Serve => {}
         Admission::Refuse => {
             resolver.metrics().query_denied(Transport::Udp);
