@@ -77,6 +77,14 @@ impl AsRef<std::ffi::OsStr> for TempDir {
     }
 }
 
+impl TempDir {
+    /// Keeps the directory, printing where it is.
+    pub fn keep(self) {
+        eprintln!("kept for a look: {}", self.0.display());
+        std::mem::forget(self);
+    }
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         if std::thread::panicking() {
@@ -169,19 +177,25 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Sends SIGTERM and waits (bounded) for a clean exit; returns whether it exited 0.
+    /// Sends SIGTERM and waits (bounded) for a clean exit; returns whether it exited 0. If
+    /// not, its files are kept for a look.
     pub fn terminate(mut self) -> bool {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         let started = Instant::now();
+        let mut clean = false;
         while started.elapsed() < Duration::from_secs(10) {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return status.success();
+                clean = status.success();
+                break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        false
+        if !clean && let Some(dir) = self.dir.take() {
+            dir.keep();
+        }
+        clean
     }
 }
 
