@@ -55,8 +55,8 @@ impl Key {
         let (dnssec_ok, checking_disabled) =
             (query.dnssec_ok(), query.header().checking_disabled());
         // Two writes rather than one per field (each write into SipHash has a cost of its
-        // own): a name in wire format ends at its root label, so the name's bytes followed
-        // by the rest cannot be read as another name followed by another rest.
+        // own): the name's bytes, then the other fields packed into one word. The word is
+        // always the last eight bytes hashed, so no two keys hash the same input.
         let mut hasher = KEY_HASHER.build_hasher();
         hasher.write(&name);
         hasher.write_u64(

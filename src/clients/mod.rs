@@ -1,7 +1,8 @@
 //! Who may query, and how fast: the access list and per-client rate limiting that make it
 //! safe to serve a LAN.
 //!
-//! Every query passes [`ClientPolicy::admit`] in the listener before the resolver sees it:
+//! Every query passes [`ClientPolicy::admit_udp`] or [`ClientPolicy::admit_tcp`] in the
+//! listener before the resolver sees it:
 //!
 //! - Sources outside the access list are refused. Over TCP they get REFUSED (the handshake
 //!   proves the source address, and the answer is no bigger than the query). Over UDP they get
@@ -140,7 +141,7 @@ impl ClientPolicy {
         }
     }
 
-    /// Decides about a UDP query from `source`; `now` (when it arrived) is read only if the
+    /// Decides about a UDP query from `source`; the clock (`now`) is read only if the
     /// source's rate is limited.
     pub fn admit_udp(&self, source: IpAddr, now: impl FnOnce() -> Instant) -> Admission {
         let source = source.to_canonical();
