@@ -30,9 +30,11 @@ impl ListenSocket {
         ListenSocket::new(UdpSocket::bind(addr)?)
     }
 
-    /// Takes over `socket` (a tokio runtime must be running).
+    /// Takes over `socket` (a tokio runtime must be running), and gives it a receive buffer
+    /// of at least [`RECEIVE_BUFFER`] bytes where the system allows.
     pub fn new(socket: UdpSocket) -> io::Result<ListenSocket> {
         socket.set_nonblocking(true)?;
+        enlarge_receive_buffer(&socket);
         Ok(ListenSocket {
             io: register(socket, Interest::READABLE)?,
             waiting_turn: Mutex::new(()),
@@ -90,6 +92,28 @@ impl ListenSocket {
     }
 }
 
+/// The receive buffer a listening socket asks for. Linux's default (`net.core.rmem_default`,
+/// 208 KiB unless changed) holds about 200 small queries, each datagram taking a kilobyte or
+/// so of buffer: 200 queries that arrive while the process is not running (a busy core, a
+/// container's CPU quota) already lose some. The kernel caps the request at
+/// `net.core.rmem_max`, and doubles what it grants for its own bookkeeping, so even a
+/// default system gives twice the default. The memory is only taken while datagrams wait.
+pub const RECEIVE_BUFFER: usize = 1 << 20;
+
+/// Raises `socket`'s receive buffer towards [`RECEIVE_BUFFER`] (never lowers it); a refusal
+/// is logged, and the socket serves with what it has.
+fn enlarge_receive_buffer(socket: &UdpSocket) {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt::RcvBuf};
+    match getsockopt(socket, RcvBuf) {
+        Ok(size) if size >= RECEIVE_BUFFER => {}
+        _ => {
+            if let Err(e) = setsockopt(socket, RcvBuf, &RECEIVE_BUFFER) {
+                tracing::debug!(error = %e, "cannot enlarge the UDP receive buffer");
+            }
+        }
+    }
+}
+
 /// Registers `socket` with the runtime, for `interest` alone.
 fn register(socket: UdpSocket, interest: Interest) -> io::Result<AsyncFd<UdpSocket>> {
     // SAFETY: the `AsyncFd` owns the socket, so its descriptor stays open and stays the
@@ -132,6 +156,33 @@ mod tests {
             (&buf[..len], from),
             (&b"answer"[..], server.local_addr().unwrap())
         );
+    }
+
+    /// The receive buffer grows as far as the system allows: the kernel grants twice what is
+    /// asked, capped at `net.core.rmem_max` (Linux).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_receive_buffer_is_enlarged_as_far_as_the_system_allows() {
+        use nix::sys::socket::{getsockopt, sockopt::RcvBuf};
+        let read = |path: &str| -> usize {
+            std::fs::read_to_string(path)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        let (default, max) = (
+            read("/proc/sys/net/core/rmem_default"),
+            read("/proc/sys/net/core/rmem_max"),
+        );
+        let server = ListenSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let granted = getsockopt(server.sender(), RcvBuf).unwrap();
+        let expected = if default >= RECEIVE_BUFFER {
+            default
+        } else {
+            2 * RECEIVE_BUFFER.min(max)
+        };
+        assert_eq!(granted, expected, "rmem_default {default}, rmem_max {max}");
     }
 
     /// Sends that find the socket's buffer full wait for room, one at a time, and every
