@@ -146,6 +146,40 @@ async fn dot_answers_out_of_order_reach_the_right_clients() {
 }
 
 #[tokio::test]
+async fn answers_made_ready_together_each_reach_their_own_client() {
+    // Every answer is held back the same time, so they come back from the upstream in a
+    // burst and leave the proxy together (gathered into as few sends as it can).
+    const CLIENTS: u8 = 48;
+    let mut z = zone();
+    for i in 0..CLIENTS {
+        let name = format!("n{i}.test");
+        z = z
+            .record(&format!("{name}. 300 IN A 192.0.2.{i}"))
+            .delay(&name, Duration::from_millis(200));
+    }
+    let upstream = FakeUpstream::dot(z, Behavior::Answer).await;
+    let proxy = start_proxy(&[upstream.url()]).await;
+    let asked: Vec<Message> = (0..CLIENTS)
+        .map(|i| query(&format!("n{i}.test"), RecordType::A))
+        .collect();
+    let answers = futures_util::future::join_all(asked.iter().map(|q| udp(proxy.addr, q))).await;
+    for (i, (q, a)) in asked.iter().zip(&answers).enumerate() {
+        assert_eq!(
+            a.metadata.id, q.metadata.id,
+            "client {i}: its own message ID"
+        );
+        assert_eq!(a.queries, q.queries, "client {i}: its own question");
+        let addresses: Vec<String> = a.answers.iter().map(|r| r.data.to_string()).collect();
+        assert_eq!(
+            addresses,
+            [format!("192.0.2.{i}")],
+            "client {i}: its own answer"
+        );
+    }
+    assert_eq!(upstream.connection_count(), 1);
+}
+
+#[tokio::test]
 async fn client_id_and_name_case_are_restored_even_from_cache() {
     let upstream = FakeUpstream::dot(zone(), Behavior::Answer).await;
     let proxy = start_proxy(&[upstream.url()]).await;

@@ -111,6 +111,61 @@ impl Outbox {
     }
 }
 
+/// Answers finished by tasks of their own (the cache misses), gathered so that those ready
+/// at about the same time go out in one system call, as the cache hits do.
+///
+/// Each answer comes with a token (the task's in-flight permit) that is dropped once the
+/// answer is sent. The task that queues the first answer becomes the sender: it lets the
+/// tasks already woken queue theirs, then takes and sends everything queued, until the
+/// queue is empty.
+pub struct Gather<T> {
+    state: std::sync::Mutex<Gathered<T>>,
+}
+
+struct Gathered<T> {
+    outbox: Outbox,
+    tokens: Vec<T>,
+    /// Whether a task has taken on the sending.
+    sending: bool,
+}
+
+impl<T> Default for Gather<T> {
+    fn default() -> Self {
+        Gather {
+            state: std::sync::Mutex::new(Gathered {
+                outbox: Outbox::default(),
+                tokens: Vec::new(),
+                sending: false,
+            }),
+        }
+    }
+}
+
+impl<T> Gather<T> {
+    /// Queues `answer` for `peer`. True if the caller is now the sender, and must call
+    /// [`Gather::take`] until it returns `None`.
+    pub fn push(&self, answer: Vec<u8>, peer: SocketAddr, token: T) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.outbox.push(answer, peer);
+        state.tokens.push(token);
+        !std::mem::replace(&mut state.sending, true)
+    }
+
+    /// For the sender: the answers queued so far with their tokens, or `None` when there are
+    /// none left, which ends its turn (the next answer queued makes a new sender).
+    pub fn take(&self) -> Option<(Outbox, Vec<T>)> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.tokens.is_empty() {
+            state.sending = false;
+            return None;
+        }
+        Some((
+            std::mem::take(&mut state.outbox),
+            std::mem::take(&mut state.tokens),
+        ))
+    }
+}
+
 #[cfg(any(
     target_os = "linux",
     target_os = "android",
@@ -315,6 +370,24 @@ mod tests {
             (&buf[..len], from),
             (&b"answer"[..], server.local_addr().unwrap())
         );
+    }
+
+    #[test]
+    fn the_first_answer_gathered_makes_its_task_the_sender_until_none_are_left() {
+        let gather = Gather::default();
+        let peer: SocketAddr = "127.0.0.1:5300".parse().unwrap();
+        assert!(gather.push(vec![1], peer, 'a'));
+        assert!(!gather.push(vec![2], peer, 'b'));
+        let (mut outbox, tokens) = gather.take().unwrap();
+        assert_eq!(tokens, ['a', 'b']);
+        let answers: Vec<_> = outbox.take().map(|(answer, _)| answer).collect();
+        assert_eq!(answers, [vec![1], vec![2]]);
+        // Queued while the sender sends: still its to send, and no second sender.
+        assert!(!gather.push(vec![3], peer, 'c'));
+        assert_eq!(gather.take().unwrap().1, ['c']);
+        assert!(gather.take().is_none());
+        // Its turn is over: the next answer makes a new sender.
+        assert!(gather.push(vec![4], peer, 'd'));
     }
 
     #[tokio::test]

@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::batch::{Datagram, Inbox, Outbox};
+use super::batch::{Datagram, Gather, Inbox, Outbox};
 use super::socket::ListenSocket;
 use crate::clients::{self, Admission, ClientPolicy};
 use crate::resolver::Transport;
@@ -43,6 +43,7 @@ pub async fn serve(
         socket,
         resolver,
         limit: Arc::new(Semaphore::new(max_in_flight)),
+        gathered: Gather::default(),
         clients,
         shutdown,
     });
@@ -64,6 +65,8 @@ struct Shared {
     resolver: Arc<Service>,
     /// Bounds queries resolved in tasks of their own.
     limit: Arc<Semaphore>,
+    /// Their answers, on the way out (each with its permit).
+    gathered: Gather<OwnedSemaphorePermit>,
     clients: Arc<ClientPolicy>,
     shutdown: CancellationToken,
 }
@@ -172,19 +175,55 @@ fn hand_on(shared: &Arc<Shared>, work: Work, peer: SocketAddr) {
     // Boxed: the task then holds a pointer, not the whole resolving future, which tokio
     // would otherwise copy several times on the way into the task (kilobytes per query).
     tokio::spawn(Box::pin(async move {
-        let answer = match work {
-            Work::Send(answer) => Some(answer),
-            Work::Resolve(message, resume) => {
-                (shared.resolver)
-                    .resume(&message, Transport::Udp, resume)
-                    .await
+        match work {
+            Work::Send(answer) => {
+                send_waiting(&shared, &answer, peer).await;
+                drop(permit);
             }
-        };
-        if let Some(answer) = answer
-            && let Err(e) = shared.socket.send_to(&answer, peer).await
-        {
-            debug!(%peer, error = %e, "UDP send failed");
+            Work::Resolve(message, resume) => {
+                let answer = (shared.resolver)
+                    .resume(&message, Transport::Udp, resume)
+                    .await;
+                match answer {
+                    Some(answer) => send_gathered(&shared, answer, peer, permit).await,
+                    None => drop(permit),
+                }
+            }
         }
-        drop(permit);
     }));
+}
+
+/// Sends `answer`, gathered with the others finished about now: one `sendmmsg` for the
+/// answers that a single read from an upstream made ready, not one `sendto` each (and, for
+/// a client waiting on its socket, one wake-up rather than one per answer).
+async fn send_gathered(
+    shared: &Shared,
+    answer: Vec<u8>,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+) {
+    if !shared.gathered.push(answer, peer, permit) {
+        return; // another task is sending, and will send this one too
+    }
+    loop {
+        // The tasks already woken (by the same upstream read, most often) queue theirs first;
+        // on an idle runtime this returns at once.
+        tokio::task::yield_now().await;
+        let Some((mut outbox, permits)) = shared.gathered.take() else {
+            return;
+        };
+        outbox.flush(&shared.socket);
+        // The socket's buffer is full: the rest wait for room, in order.
+        for (answer, peer) in outbox.take() {
+            send_waiting(shared, &answer, peer).await;
+        }
+        drop(permits);
+    }
+}
+
+/// Sends `answer`, waiting for room in the socket's buffer if need be.
+async fn send_waiting(shared: &Shared, answer: &[u8], peer: SocketAddr) {
+    if let Err(e) = shared.socket.send_to(answer, peer).await {
+        debug!(%peer, error = %e, "UDP send failed");
+    }
 }
