@@ -362,6 +362,10 @@ impl Router {
 
     /// Upstream indices in the order to try them.
     fn order(&self) -> Order {
+        if self.slots.len() == 1 {
+            // Nothing to rank: the only upstream is tried whatever its health.
+            return Order::from_slice(&[0]);
+        }
         let now = Instant::now();
         // Healthy first; among them (with `fastest`) unmeasured ones first, to measure them,
         // then by SRTT. Among unhealthy ones, the one due for a probe soonest is likeliest to
