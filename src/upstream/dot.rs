@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -342,40 +342,69 @@ async fn write_queries<S: AsyncWrite>(
     reading.abort();
 }
 
+/// Room the reader asks the stream to fill per read. TLS hands over about one record per
+/// read, which from most servers is one answer: with a buffer, that is one read per answer
+/// rather than two (its length, then its body).
+const READ_CHUNK: usize = 4096;
+
 /// Reads length-prefixed answers and hands each to the query waiting for its ID.
 async fn read_answers<S: AsyncRead>(mut reader: ReadHalf<S>, conn: Arc<Connection>) {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
     loop {
-        let mut len = [0u8; 2];
-        if let Err(e) = reader.read_exact(&mut len).await {
-            debug!(error = %e, "DoT connection closed");
-            break;
+        while let Some(answer) = next_frame(&mut buf) {
+            deliver(&conn, answer);
         }
-        let len = u16::from_be_bytes(len) as usize;
-        let mut answer = vec![0; len];
-        if let Err(e) = reader.read_exact(&mut answer).await {
-            debug!(error = %e, "DoT connection closed mid-answer");
-            break;
-        }
-        *conn.last_read.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-        if len < 2 {
-            continue;
-        }
-        let id = u16::from_be_bytes([answer[0], answer[1]]);
-        let slot = conn
-            .waiting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .by_id
-            .remove(&id);
-        match slot {
-            Some(slot) => {
-                let _ = slot.send(Bytes::from(answer));
+        // Room for the rest of a frame begun, or for more frames; the space of those handed
+        // on is reused.
+        buf.reserve(READ_CHUNK);
+        match reader.read_buf(&mut buf).await {
+            Ok(0) if buf.is_empty() => {
+                debug!("DoT connection closed");
+                break;
             }
-            // A late answer to a cancelled query, or an ID we never sent: ignore it.
-            None => debug!(id, "DoT answer for no waiting query"),
+            Ok(0) => {
+                debug!("DoT connection closed mid-answer");
+                break;
+            }
+            Ok(_) => *conn.last_read.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now(),
+            Err(e) => {
+                debug!(error = %e, "DoT connection closed");
+                break;
+            }
         }
     }
     conn.close();
+}
+
+/// Takes the first whole frame (two bytes of length, then the message) off `buf`, if it
+/// holds one; the message is copied out, so the buffer's space is free again once read.
+fn next_frame(buf: &mut BytesMut) -> Option<Bytes> {
+    let len = usize::from(u16::from_be_bytes([*buf.first()?, *buf.get(1)?]));
+    let frame = buf.get(2..2 + len)?;
+    let message = Bytes::copy_from_slice(frame);
+    buf.advance(2 + len);
+    Some(message)
+}
+
+/// Hands `answer` to the query waiting for its ID.
+fn deliver(conn: &Connection, answer: Bytes) {
+    if answer.len() < 2 {
+        return;
+    }
+    let id = u16::from_be_bytes([answer[0], answer[1]]);
+    let slot = conn
+        .waiting
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .by_id
+        .remove(&id);
+    match slot {
+        Some(slot) => {
+            let _ = slot.send(answer);
+        }
+        // A late answer to a cancelled query, or an ID we never sent: ignore it.
+        None => debug!(id, "DoT answer for no waiting query"),
+    }
 }
 
 #[cfg(test)]
@@ -424,6 +453,39 @@ mod tests {
         let (ra, rb, (qa, qb)) = tokio::join!(first, second, serve);
         assert_eq!(ra.unwrap().as_ref(), &qa[..]);
         assert_eq!(rb.unwrap().as_ref(), &qb[..]);
+    }
+
+    #[tokio::test]
+    async fn answers_cut_anywhere_by_the_stream_are_put_back_together() {
+        let (client, mut server) = duplex(1 << 17);
+        let pipeline = Pipeline::over(client, Duration::from_secs(30));
+        let small = new_query("a.test", 1, false).unwrap();
+        let big = new_query("b.test", 1, false).unwrap();
+        let (first, second) = (pipeline.exchange(&small), pipeline.exchange(&big));
+        let serve = async {
+            let qa = read_frame(&mut server).await;
+            let qb = read_frame(&mut server).await;
+            // The second answer is as large as a frame can be, well beyond the read buffer.
+            let mut large = qb.clone();
+            large.resize(usize::from(u16::MAX), 0xab);
+            let mut stream = framed(&qa);
+            stream.extend(framed(&large));
+            // Cut where a frame's length prefix and body meet, inside a prefix, and anywhere.
+            for piece in [
+                &stream[..1],
+                &stream[1..3],
+                &stream[3..1000],
+                &stream[1000..],
+            ] {
+                server.write_all(piece).await.unwrap();
+                server.flush().await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            (qa, large)
+        };
+        let (ra, rb, (qa, large)) = tokio::join!(first, second, serve);
+        assert_eq!(ra.unwrap().as_ref(), &qa[..]);
+        assert_eq!(rb.unwrap().as_ref(), &large[..]);
     }
 
     #[tokio::test]
