@@ -105,6 +105,16 @@ impl Outbox {
         sent
     }
 
+    /// How many answers are queued.
+    pub fn len(&self) -> usize {
+        self.answers.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.answers.is_empty()
+    }
+
     /// Takes the answers still queued.
     pub fn take(&mut self) -> std::vec::Drain<'_, (Vec<u8>, SocketAddr)> {
         self.answers.drain(..)
@@ -142,27 +152,60 @@ impl<T> Default for Gather<T> {
 }
 
 impl<T> Gather<T> {
-    /// Queues `answer` for `peer`. True if the caller is now the sender, and must call
-    /// [`Gather::take`] until it returns `None`.
-    pub fn push(&self, answer: Vec<u8>, peer: SocketAddr, token: T) -> bool {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+    /// Queues `answer` for `peer`. If no task is sending, the caller becomes the sender: it
+    /// gets the turn, and must [`Turn::take`] until that returns `None`.
+    pub fn push(&self, answer: Vec<u8>, peer: SocketAddr, token: T) -> Option<Turn<'_, T>> {
+        let mut state = self.lock();
         state.outbox.push(answer, peer);
         state.tokens.push(token);
-        !std::mem::replace(&mut state.sending, true)
+        let was_sending = std::mem::replace(&mut state.sending, true);
+        drop(state);
+        (!was_sending).then(|| Turn {
+            gather: self,
+            over: false,
+        })
     }
 
-    /// For the sender: the answers queued so far with their tokens, or `None` when there are
-    /// none left, which ends its turn (the next answer queued makes a new sender).
-    pub fn take(&self) -> Option<(Outbox, Vec<T>)> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+    fn lock(&self) -> std::sync::MutexGuard<'_, Gathered<T>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A task's turn as the sender of a [`Gather`].
+pub struct Turn<'a, T> {
+    gather: &'a Gather<T>,
+    /// Whether [`Turn::take`] found nothing left.
+    over: bool,
+}
+
+impl<T> Turn<'_, T> {
+    /// The answers queued so far with their tokens, or `None` when there are none left,
+    /// which ends the turn (the next answer queued makes a new sender).
+    pub fn take(&mut self) -> Option<(Outbox, Vec<T>)> {
+        let mut state = self.gather.lock();
         if state.tokens.is_empty() {
             state.sending = false;
+            self.over = true;
             return None;
         }
         Some((
             std::mem::take(&mut state.outbox),
             std::mem::take(&mut state.tokens),
         ))
+    }
+}
+
+impl<T> Drop for Turn<'_, T> {
+    /// A sender stopped before its turn was over (its task panicked, or the runtime is
+    /// shutting down): what it would have sent is dropped, tokens included, and the next
+    /// answer queued makes a new sender, rather than waiting for one that is gone.
+    fn drop(&mut self) {
+        if !self.over {
+            let mut state = self.gather.lock();
+            state.outbox = Outbox::default();
+            state.tokens.clear();
+            state.sending = false;
+        }
     }
 }
 
@@ -376,18 +419,39 @@ mod tests {
     fn the_first_answer_gathered_makes_its_task_the_sender_until_none_are_left() {
         let gather = Gather::default();
         let peer: SocketAddr = "127.0.0.1:5300".parse().unwrap();
-        assert!(gather.push(vec![1], peer, 'a'));
-        assert!(!gather.push(vec![2], peer, 'b'));
-        let (mut outbox, tokens) = gather.take().unwrap();
+        let mut turn = gather.push(vec![1], peer, 'a').expect("first: the sender");
+        assert!(gather.push(vec![2], peer, 'b').is_none());
+        let (mut outbox, tokens) = turn.take().unwrap();
         assert_eq!(tokens, ['a', 'b']);
         let answers: Vec<_> = outbox.take().map(|(answer, _)| answer).collect();
         assert_eq!(answers, [vec![1], vec![2]]);
         // Queued while the sender sends: still its to send, and no second sender.
-        assert!(!gather.push(vec![3], peer, 'c'));
-        assert_eq!(gather.take().unwrap().1, ['c']);
-        assert!(gather.take().is_none());
+        assert!(gather.push(vec![3], peer, 'c').is_none());
+        assert_eq!(turn.take().unwrap().1, ['c']);
+        assert!(turn.take().is_none());
+        drop(turn);
         // Its turn is over: the next answer makes a new sender.
-        assert!(gather.push(vec![4], peer, 'd'));
+        assert!(gather.push(vec![4], peer, 'd').is_some());
+    }
+
+    #[test]
+    fn a_sender_gone_before_its_turn_is_over_leaves_the_turn_to_the_next() {
+        let gather = Gather::default();
+        let peer: SocketAddr = "127.0.0.1:5300".parse().unwrap();
+        let token = std::sync::Arc::new(());
+        let turn = gather.push(vec![1], peer, token.clone()).unwrap();
+        assert!(gather.push(vec![2], peer, token.clone()).is_none());
+        drop(turn); // as when its task panics or is cancelled
+        assert_eq!(
+            std::sync::Arc::strong_count(&token),
+            1,
+            "its tokens are released"
+        );
+        let mut next = gather
+            .push(vec![3], peer, token.clone())
+            .expect("a new sender");
+        let (mut outbox, _) = next.take().unwrap();
+        assert_eq!(outbox.take().map(|(a, _)| a).collect::<Vec<_>>(), [vec![3]]);
     }
 
     #[tokio::test]

@@ -194,30 +194,32 @@ fn hand_on(shared: &Arc<Shared>, work: Work, peer: SocketAddr) {
 }
 
 /// Sends `answer`, gathered with the others finished about now: one `sendmmsg` for the
-/// answers that a single read from an upstream made ready, not one `sendto` each (and, for
-/// a client waiting on its socket, one wake-up rather than one per answer).
+/// answers that a single read from an upstream made ready, not one `sendto` each.
 async fn send_gathered(
     shared: &Shared,
     answer: Vec<u8>,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
 ) {
-    if !shared.gathered.push(answer, peer, permit) {
+    let Some(mut turn) = shared.gathered.push(answer, peer, permit) else {
         return; // another task is sending, and will send this one too
-    }
+    };
     loop {
-        // The tasks already woken (by the same upstream read, most often) queue theirs first;
-        // on an idle runtime this returns at once.
+        // The tasks already woken (by the same upstream read, most often) queue theirs first:
+        // this task runs again once the runtime has polled the others that were ready.
         tokio::task::yield_now().await;
-        let Some((mut outbox, permits)) = shared.gathered.take() else {
+        let Some((mut outbox, mut permits)) = turn.take() else {
             return;
         };
         outbox.flush(&shared.socket);
-        // The socket's buffer is full: the rest wait for room, in order.
-        for (answer, peer) in outbox.take() {
+        // The permits of those sent go now; the rest wait for room in the socket's buffer,
+        // in order, each keeping its permit until it is sent.
+        let waiting = outbox.len();
+        permits.drain(..permits.len() - waiting);
+        for ((answer, peer), permit) in outbox.take().zip(permits) {
             send_waiting(shared, &answer, peer).await;
+            drop(permit);
         }
-        drop(permits);
     }
 }
 
