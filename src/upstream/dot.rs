@@ -56,7 +56,7 @@ struct Connection {
     closed: AtomicBool,
     /// Cancelled with `closed`, so the writer lets go of the connection at once.
     closing: CancellationToken,
-    /// When the last answer (or any frame) was read.
+    /// When the last whole frame was read.
     last_read: Mutex<Instant>,
 }
 
@@ -351,8 +351,14 @@ const READ_CHUNK: usize = 4096;
 async fn read_answers<S: AsyncRead>(mut reader: ReadHalf<S>, conn: Arc<Connection>) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     loop {
+        let mut delivered = false;
         while let Some(answer) = next_frame(&mut buf) {
             deliver(&conn, answer);
+            delivered = true;
+        }
+        if delivered {
+            // A whole answer arrived: the connection is alive (part of one does not say so).
+            *conn.last_read.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         }
         // Room for the rest of a frame begun, or for more frames; the space of those handed
         // on is reused.
@@ -366,7 +372,7 @@ async fn read_answers<S: AsyncRead>(mut reader: ReadHalf<S>, conn: Arc<Connectio
                 debug!("DoT connection closed mid-answer");
                 break;
             }
-            Ok(_) => *conn.last_read.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now(),
+            Ok(_) => {}
             Err(e) => {
                 debug!(error = %e, "DoT connection closed");
                 break;
@@ -470,20 +476,21 @@ mod tests {
             large.resize(usize::from(u16::MAX), 0xab);
             let mut stream = framed(&qa);
             stream.extend(framed(&large));
-            // Cut where a frame's length prefix and body meet, inside a prefix, and anywhere.
-            for piece in [
-                &stream[..1],
-                &stream[1..3],
-                &stream[3..1000],
-                &stream[1000..],
-            ] {
+            // Cut inside a length prefix, where a prefix and its body meet, inside the second
+            // frame's prefix, and anywhere.
+            let second = 2 + qa.len();
+            let cuts = [0, 1, 2, second + 1, second + 1000, stream.len()];
+            for piece in cuts.windows(2).map(|w| &stream[w[0]..w[1]]) {
                 server.write_all(piece).await.unwrap();
                 server.flush().await.unwrap();
                 tokio::task::yield_now().await;
             }
             (qa, large)
         };
-        let (ra, rb, (qa, large)) = tokio::join!(first, second, serve);
+        let both = async { tokio::join!(first, second, serve) };
+        let (ra, rb, (qa, large)) = tokio::time::timeout(Duration::from_secs(10), both)
+            .await
+            .expect("both answers within 10 s");
         assert_eq!(ra.unwrap().as_ref(), &qa[..]);
         assert_eq!(rb.unwrap().as_ref(), &large[..]);
     }
