@@ -31,9 +31,10 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::config::{ConfigError, parse_addr};
+use crate::listener;
 use crate::metrics;
 use crate::service::Service;
 
@@ -86,19 +87,9 @@ pub fn settings(raw: Option<RawControl>) -> Result<Option<ControlSettings>, Conf
 /// Serves the control endpoint on `listener` until `shutdown` is cancelled.
 pub async fn serve(listener: TcpListener, service: Arc<Service>, shutdown: CancellationToken) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Typically EMFILE: back off briefly instead of spinning.
-                    warn!(error = %e, "control endpoint: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, peer)) =
+        listener::accept(&listener, &shutdown, "control endpoint").await
+    {
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             debug!(%peer, "control endpoint: too many connections; closing new one");
             continue;

@@ -7,9 +7,12 @@ pub mod udp;
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use thiserror::Error;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use socket::ListenSocket;
 
@@ -84,6 +87,28 @@ impl Sockets {
             .iter()
             .filter_map(|s| s.local_addr().ok())
             .collect()
+    }
+}
+
+/// The next connection on `listener`, or `None` once `shutdown` is cancelled. A failed
+/// accept (typically EMFILE: out of file descriptors) is logged with `what` and retried after
+/// a short pause rather than in a spin.
+pub async fn accept(
+    listener: &TcpListener,
+    shutdown: &CancellationToken,
+    what: &str,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => return Some(a),
+                Err(e) => {
+                    warn!(error = %e, "{what}: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
     }
 }
 

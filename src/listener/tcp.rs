@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::clients::{self, Admission, ClientPolicy};
 use crate::metrics::Metrics;
@@ -159,19 +159,7 @@ pub async fn serve(
         epoch: Instant::now(),
         max_in_flight: limits.max_in_flight,
     });
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Typically EMFILE: back off briefly instead of spinning.
-                    warn!(error = %e, "TCP accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, peer)) = super::accept(&listener, &shutdown, "TCP listener").await {
         let handling = match clients.admit_tcp(peer.ip()) {
             Admission::Serve => Handling::Resolve(resolver.clone()),
             _ => {
