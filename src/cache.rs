@@ -49,8 +49,8 @@ static KEY_HASHER: LazyLock<RandomState> = LazyLock::new(RandomState::new);
 impl Key {
     /// The key for a client's query.
     pub fn of(query: &ClientQuery<'_>) -> Key {
-        let name: SmallVec<[u8; INLINE_NAME]> =
-            query.name().iter().map(u8::to_ascii_lowercase).collect();
+        let mut name = SmallVec::<[u8; INLINE_NAME]>::from_slice(query.name());
+        name.make_ascii_lowercase();
         let (qtype, qclass) = (query.question.qtype, query.question.qclass);
         let (dnssec_ok, checking_disabled) =
             (query.dnssec_ok(), query.header().checking_disabled());
